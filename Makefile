@@ -1,0 +1,13 @@
+.PHONY: test demo lint format
+
+test:
+	bash scripts/test.sh
+
+demo:
+	bash scripts/demo.sh
+
+lint:
+	.venv/bin/ruff check sb3_qvpo tests examples benchmarks && .venv/bin/mypy sb3_qvpo
+
+format:
+	.venv/bin/ruff format sb3_qvpo tests examples benchmarks && .venv/bin/ruff check --fix sb3_qvpo tests examples benchmarks

@@ -1,0 +1,56 @@
+"""DDPM sampling (the reverse chain) and the denoising loss, for actions scaled to [-1, 1]."""
+
+import torch as th
+
+from sb3_qvpo.diffusion.noise_net import NoisePredictionNet
+from sb3_qvpo.diffusion.schedules import DiffusionSchedule
+
+
+def sample_actions(
+    noise_net: NoisePredictionNet,
+    schedule: DiffusionSchedule,
+    features: th.Tensor,
+    generator: th.Generator | None = None,
+) -> th.Tensor:
+    """
+    Run the reverse chain once per row of ``features``.
+
+    The predicted x0 is clamped to [-1, 1] at every step and the chain uses the posterior
+    mean q(x_{t-1} | x_t, x0), with no noise added at the last step (t = 0).
+    """
+    n_rows = features.shape[0]
+    shape = (n_rows, noise_net.action_dim)
+    x = th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)
+    steps = th.arange(schedule.n_steps, device=features.device)
+    for t in reversed(range(schedule.n_steps)):
+        recip, recipm1, coef_x0, coef_xt, std = schedule.reverse_coefficients[t]
+        eps = noise_net(x, noise_net.embed_time(steps[t : t + 1]), features)
+        x0 = (recip * x - recipm1 * eps).clamp_(-1.0, 1.0)
+        x = coef_x0 * x0 + coef_xt * x
+        if t > 0:
+            x = x + std * th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)
+    return x.clamp_(-1.0, 1.0)
+
+
+def add_noise(schedule: DiffusionSchedule, x0: th.Tensor, t: th.Tensor, noise: th.Tensor) -> th.Tensor:
+    """Forward process: x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
+    return schedule.sqrt_alphas_cumprod[t].unsqueeze(-1) * x0 + schedule.sqrt_one_minus_alphas_cumprod[t].unsqueeze(-1) * noise
+
+
+def denoising_errors(
+    noise_net: NoisePredictionNet,
+    schedule: DiffusionSchedule,
+    actions: th.Tensor,
+    features: th.Tensor,
+    generator: th.Generator | None = None,
+) -> th.Tensor:
+    """
+    Per-sample epsilon-prediction error, averaged over action dimensions, at one random step each.
+
+    Weighting these per-sample errors and averaging gives the (Q-weighted) variational loss.
+    """
+    t = th.randint(0, schedule.n_steps, (actions.shape[0],), device=actions.device, generator=generator)
+    noise = th.randn(actions.shape, device=actions.device, dtype=actions.dtype, generator=generator)
+    noisy_actions = add_noise(schedule, actions, t, noise)
+    predicted = noise_net(noisy_actions, noise_net.embed_time(t), features)
+    return (predicted - noise).pow(2).mean(dim=-1)
