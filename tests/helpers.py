@@ -1,0 +1,119 @@
+"""Tiny QVPO settings and small test environments shared by the test modules."""
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+TINY_POLICY_KWARGS: dict[str, Any] = dict(net_arch=[32, 32], n_diffusion_steps=5)
+
+TINY_KWARGS: dict[str, Any] = dict(
+    learning_starts=50,
+    batch_size=32,
+    buffer_size=2_000,
+    n_action_samples=8,
+    n_uniform_samples=2,
+    n_behavior_samples=4,
+    n_eval_samples=8,
+)
+
+
+def tiny_kwargs(**overrides: Any) -> dict[str, Any]:
+    kwargs = dict(TINY_KWARGS)
+    kwargs["policy_kwargs"] = dict(TINY_POLICY_KWARGS)
+    kwargs.update(overrides)
+    return kwargs
+
+
+class AsymmetricBoxEnv(gym.Env):
+    """Short episodes, a 2-D action space with asymmetric bounds [0, 2] x [-3, 5]."""
+
+    def __init__(self, episode_length: int = 10):
+        super().__init__()
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+        self.action_space = spaces.Box(
+            low=np.array([0.0, -3.0], dtype=np.float32), high=np.array([2.0, 5.0], dtype=np.float32), dtype=np.float32
+        )
+        self.episode_length = episode_length
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        return self.np_random.uniform(-1.0, 1.0, size=3).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._t += 1
+        reward = -float(np.sum((np.asarray(action) - np.array([1.0, 1.0])) ** 2))
+        return self._obs(), reward, False, self._t >= self.episode_length, {}
+
+
+class GoalDictEnv(gym.Env):
+    """A goal-conditioned-like env with Dict observations {"observation": Box(3), "desired_goal": Box(2)}."""
+
+    def __init__(self, episode_length: int = 10):
+        super().__init__()
+        self.observation_space = spaces.Dict(
+            {
+                "observation": spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32),
+                "desired_goal": spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.episode_length = episode_length
+        self._t = 0
+        self._goal = np.zeros(2, dtype=np.float32)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {
+            "observation": self.np_random.uniform(-1.0, 1.0, size=3).astype(np.float32),
+            "desired_goal": self._goal.copy(),
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._goal = self.np_random.uniform(-1.0, 1.0, size=2).astype(np.float32)
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self._t += 1
+        reward = -float(np.linalg.norm(np.asarray(action) - self._goal))
+        return self._obs(), reward, False, self._t >= self.episode_length, {}
+
+
+class GoalReachEnv(gym.Env):
+    """A GoalEnv-style task for HerReplayBuffer: move a 2-D point towards a goal; sparse reward."""
+
+    def __init__(self, episode_length: int = 8):
+        super().__init__()
+        box = spaces.Box(-2.0, 2.0, shape=(2,), dtype=np.float32)
+        self.observation_space = spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
+        self.action_space = spaces.Box(-0.5, 0.5, shape=(2,), dtype=np.float32)
+        self.episode_length = episode_length
+        self._t = 0
+        self._position = np.zeros(2, dtype=np.float32)
+        self._goal = np.zeros(2, dtype=np.float32)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"observation": self._position.copy(), "achieved_goal": self._position.copy(), "desired_goal": self._goal.copy()}
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        return -(np.linalg.norm(achieved_goal - desired_goal, axis=-1) > 0.2).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self._t = 0
+        self._position = np.zeros(2, dtype=np.float32)
+        self._goal = self.np_random.uniform(-1.5, 1.5, size=2).astype(np.float32)
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self._t += 1
+        self._position = np.clip(self._position + np.asarray(action, dtype=np.float32), -2.0, 2.0)
+        reward = float(self.compute_reward(self._position, self._goal, {}))
+        return self._obs(), reward, reward == 0.0, self._t >= self.episode_length, {}
