@@ -5,6 +5,8 @@ import math
 import torch as th
 from torch import nn
 
+from sb3_qvpo.common.checks import check_count
+
 BETA_SCHEDULES = ("cosine", "linear", "vp")
 
 
@@ -59,8 +61,7 @@ class DiffusionSchedule(nn.Module):
 
     def __init__(self, n_steps: int, beta_schedule: str = "cosine"):
         super().__init__()
-        if not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_diffusion_steps must be an integer >= 1, got {n_steps!r}")
+        check_count("n_diffusion_steps", n_steps)
         self.n_steps = n_steps
         self.beta_schedule = beta_schedule
 

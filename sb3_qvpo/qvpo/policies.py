@@ -15,6 +15,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.diffusion import DiffusionSchedule, NoisePredictionNet, denoising_errors, sample_actions, truncated_normal_init
 
 DEFAULT_NET_ARCH = [256, 256, 256]
@@ -188,8 +189,7 @@ class QVPOPolicy(BasePolicy):
             ("n_behavior_samples", n_behavior_samples),
             ("n_eval_samples", n_eval_samples),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_count(name, value)
         if net_arch is None:
             net_arch = list(DEFAULT_NET_ARCH)
         actor_arch, critic_arch = get_actor_critic_arch(net_arch)
@@ -306,46 +306,16 @@ MlpPolicy = QVPOPolicy
 
 
 class MultiInputPolicy(QVPOPolicy):
-    """QVPO policy for Dict observation spaces (goal-conditioned tasks, HER)."""
+    """QVPO policy for Dict observation spaces (goal-conditioned tasks, HER): a CombinedExtractor by default."""
 
     def __init__(
         self,
         observation_space: spaces.Space,
         action_space: spaces.Box,
         lr_schedule: Schedule,
-        net_arch: list[int] | dict[str, list[int]] | None = None,
-        activation_fn: type[nn.Module] = nn.Mish,
-        n_diffusion_steps: int = 20,
-        beta_schedule: str = "cosine",
-        time_embedding_dim: int = 32,
-        n_critics: int = 2,
-        n_behavior_samples: int = 4,
-        n_eval_samples: int = 32,
-        eval_seed: int = 0,
         features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        features_extractor_kwargs: dict[str, Any] | None = None,
-        normalize_images: bool = True,
-        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        share_features_extractor: bool = False,
+        **kwargs: Any,
     ):
         super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            net_arch,
-            activation_fn,
-            n_diffusion_steps,
-            beta_schedule,
-            time_embedding_dim,
-            n_critics,
-            n_behavior_samples,
-            n_eval_samples,
-            eval_seed,
-            features_extractor_class,
-            features_extractor_kwargs,
-            normalize_images,
-            optimizer_class,
-            optimizer_kwargs,
-            share_features_extractor,
+            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
         )

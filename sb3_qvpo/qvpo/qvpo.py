@@ -13,6 +13,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
 from torch.nn import functional as F
 
+from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.qvpo.entropy import EntropyCoef, make_entropy_schedule
 from sb3_qvpo.qvpo.policies import DiffusionActor, MlpPolicy, MultiInputPolicy, QVPOPolicy, best_of_k, min_q_values
 from sb3_qvpo.qvpo.weights import WEIGHT_TRANSFORMS, best_sample_weights
@@ -137,10 +138,8 @@ class QVPO(OffPolicyAlgorithm):
             ("n_eval_samples", n_eval_samples),
             ("batch_size", batch_size),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(n_uniform_samples, bool) or not isinstance(n_uniform_samples, int) or n_uniform_samples < 0:
-            raise ValueError(f"n_uniform_samples must be an integer >= 0, got {n_uniform_samples!r}")
+            check_count(name, value)
+        check_count("n_uniform_samples", n_uniform_samples, minimum=0)
         if weight_transform not in WEIGHT_TRANSFORMS:
             raise ValueError(f"Unknown weight_transform {weight_transform!r}: expected one of {WEIGHT_TRANSFORMS}")
         if not max_grad_norm > 0:
