@@ -1,5 +1,6 @@
 """The entropy weight omega_ent as an SB3 schedule of the remaining progress (1 -> 0)."""
 
+import math
 from collections.abc import Callable
 
 from stable_baselines3.common.utils import ConstantSchedule
@@ -16,8 +17,8 @@ class FlooredLinearSchedule:
     """
 
     def __init__(self, start: float, floor: float = 0.0):
-        if start < 0 or floor < 0:
-            raise ValueError(f"entropy_coef schedule bounds must be >= 0, got start={start}, floor={floor}")
+        if not (0 <= start < math.inf and 0 <= floor < math.inf):
+            raise ValueError(f"entropy_coef schedule bounds must be finite and >= 0, got start={start}, floor={floor}")
         self.start = float(start)
         self.floor = float(floor)
 
@@ -46,6 +47,8 @@ def make_entropy_schedule(entropy_coef: EntropyCoef) -> Callable[[float], float]
             ) from None
     if callable(entropy_coef):
         return entropy_coef
-    if isinstance(entropy_coef, bool) or not isinstance(entropy_coef, int | float) or entropy_coef < 0:
-        raise ValueError(f"entropy_coef must be a float >= 0, a schedule or 'lin_<start>[_<floor>]', got {entropy_coef!r}")
+    if isinstance(entropy_coef, bool) or not isinstance(entropy_coef, int | float) or not 0 <= entropy_coef < math.inf:
+        raise ValueError(
+            f"entropy_coef must be a finite float >= 0, a schedule or 'lin_<start>[_<floor>]', got {entropy_coef!r}"
+        )
     return ConstantSchedule(float(entropy_coef))

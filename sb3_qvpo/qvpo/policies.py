@@ -56,6 +56,8 @@ class DiffusionActor(BasePolicy):
         self.n_diffusion_steps = n_diffusion_steps
         self.beta_schedule = beta_schedule
         self.time_embedding_dim = time_embedding_dim
+        if len(net_arch) == 0:
+            raise ValueError("The diffusion actor needs at least one hidden layer: net_arch (or net_arch['pi']) is empty")
         self.action_dim = get_action_dim(action_space)
         self.schedule = DiffusionSchedule(n_diffusion_steps, beta_schedule)
         self.noise_net = NoisePredictionNet(
