@@ -54,6 +54,7 @@ class NoisePredictionNet(nn.Module):
         if len(net_arch) == 0:
             raise ValueError("The noise network needs at least one hidden layer in net_arch")
         self.action_dim = action_dim
+        self.time_embedding_dim = time_embedding_dim
         self.time_mlp = nn.Sequential(
             SinusoidalTimeEmbedding(time_embedding_dim),
             nn.Linear(time_embedding_dim, time_hidden_dim),

@@ -14,9 +14,18 @@ from stable_baselines3.common.torch_layers import (
 )
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
+from torch.nn import functional as F
 
 from sb3_qvpo.common.checks import check_count
-from sb3_qvpo.diffusion import DiffusionSchedule, NoisePredictionNet, denoising_errors, sample_actions, truncated_normal_init
+from sb3_qvpo.diffusion import (
+    DiffusionSchedule,
+    NoisePredictionNet,
+    denoising_errors,
+    sample_actions,
+    sample_actions_fast,
+    truncated_normal_init,
+)
+from sb3_qvpo.diffusion.fast_ops import run_layers_, split_linear_by_inputs
 
 DEFAULT_NET_ARCH = [256, 256, 256]
 
@@ -42,6 +51,7 @@ class DiffusionActor(BasePolicy):
         beta_schedule: str = "cosine",
         time_embedding_dim: int = 32,
         normalize_images: bool = True,
+        fast_path: bool = True,
     ):
         super().__init__(
             observation_space,
@@ -56,6 +66,7 @@ class DiffusionActor(BasePolicy):
         self.n_diffusion_steps = n_diffusion_steps
         self.beta_schedule = beta_schedule
         self.time_embedding_dim = time_embedding_dim
+        self.fast_path = fast_path
         if len(net_arch) == 0:
             raise ValueError("The diffusion actor needs at least one hidden layer: net_arch (or net_arch['pi']) is empty")
         self.action_dim = get_action_dim(action_space)
@@ -81,13 +92,15 @@ class DiffusionActor(BasePolicy):
                 beta_schedule=self.beta_schedule,
                 time_embedding_dim=self.time_embedding_dim,
                 features_extractor=self.features_extractor,
+                fast_path=self.fast_path,
             )
         )
         return data
 
-    def sample(self, features: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        """One action in [-1, 1] per row of ``features``."""
-        return sample_actions(self.noise_net, self.schedule, features, generator)
+    def sample(self, features: th.Tensor, generator: th.Generator | None = None, n_per_state: int = 1) -> th.Tensor:
+        """``n_per_state`` actions in [-1, 1] per row of ``features``, grouped by state."""
+        sampler = sample_actions_fast if self.fast_path and not th.is_grad_enabled() else sample_actions
+        return sampler(self.noise_net, self.schedule, features, generator, n_per_state)
 
     def denoising_errors(self, actions: th.Tensor, features: th.Tensor) -> th.Tensor:
         """Per-sample noise-prediction error: weighted and averaged, the variational loss."""
@@ -107,6 +120,40 @@ def min_q_values(critic: ContinuousCritic, critic_features: th.Tensor, actions: 
     return q_values.min(dim=1).values
 
 
+def candidate_min_q(
+    critic: ContinuousCritic,
+    critic_features: th.Tensor,
+    candidates: th.Tensor,
+    n_per_state: int,
+    fast_path: bool = True,
+) -> th.Tensor:
+    """
+    min-Q of ``n_per_state`` candidates per state, shape (n_states, n_per_state).
+
+    The fast path (gradient-free) computes each Q network's first layer on the state once per
+    state instead of once per candidate; it is the same function as :func:`min_q_values`.
+    """
+    n_states = critic_features.shape[0]
+    if not fast_path or th.is_grad_enabled():
+        repeated = critic_features.repeat_interleave(n_per_state, dim=0)
+        return min_q_values(critic, repeated, candidates).view(n_states, n_per_state)
+    action_dim = candidates.shape[1]
+    grouped = candidates.view(n_states, n_per_state, action_dim)
+    best: th.Tensor | None = None
+    for q_net in critic.q_networks:
+        assert isinstance(q_net, nn.Sequential)
+        layers = list(q_net)
+        first = layers[0]
+        assert isinstance(first, nn.Linear)
+        w_state, w_action = split_linear_by_inputs(first, [critic_features.shape[1], action_dim])
+        hidden = th.matmul(grouped, w_action.t()).add_(F.linear(critic_features, w_state, first.bias).unsqueeze(1))
+        q_values = run_layers_(layers[1:], hidden).squeeze(-1)
+        best = q_values if best is None else th.minimum(best, q_values)
+    assert best is not None
+    return best
+
+
+@th.no_grad()
 def best_of_k(
     actor: DiffusionActor,
     critic: ContinuousCritic,
@@ -123,9 +170,9 @@ def best_of_k(
     actor_features = actor.extract_features(obs, actor.features_extractor)
     critic_features = critic.extract_features(obs, critic.features_extractor)
     n_obs = actor_features.shape[0]
-    candidates = actor.sample(actor_features.repeat_interleave(n_samples, dim=0), generator)
-    q_values = min_q_values(critic, critic_features.repeat_interleave(n_samples, dim=0), candidates)
-    best_q, best_index = q_values.view(n_obs, n_samples).max(dim=1)
+    candidates = actor.sample(actor_features, generator, n_per_state=n_samples)
+    q_values = candidate_min_q(critic, critic_features, candidates, n_samples, actor.fast_path)
+    best_q, best_index = q_values.max(dim=1)
     best_actions = candidates.view(n_obs, n_samples, -1)[th.arange(n_obs, device=candidates.device), best_index]
     return best_actions, best_q
 
@@ -146,6 +193,9 @@ class QVPOPolicy(BasePolicy):
     :param eval_seed: seed of the private generator used by ``predict(deterministic=True)``, so the
         same observation and weights always give the same action
     :param optimizer_kwargs: defaults to Adam's ``eps=1e-5`` (release)
+    :param fast_path: sample and score candidates with the gradient-free fast path (first layers
+        split by input, Mish in place): the same functions with fewer passes over memory.
+        False runs the plain reference modules.
     """
 
     actor: DiffusionActor
@@ -173,6 +223,7 @@ class QVPOPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         share_features_extractor: bool = False,
+        fast_path: bool = True,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"eps": 1e-5}
@@ -206,6 +257,7 @@ class QVPOPolicy(BasePolicy):
         self.n_eval_samples = n_eval_samples
         self.eval_seed = eval_seed
         self.share_features_extractor = share_features_extractor
+        self.fast_path = fast_path
         self.actor_kwargs = {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
@@ -215,6 +267,7 @@ class QVPOPolicy(BasePolicy):
             "beta_schedule": beta_schedule,
             "time_embedding_dim": time_embedding_dim,
             "normalize_images": normalize_images,
+            "fast_path": fast_path,
         }
         self.critic_kwargs = {
             "observation_space": self.observation_space,
@@ -277,6 +330,7 @@ class QVPOPolicy(BasePolicy):
                 features_extractor_class=self.features_extractor_class,
                 features_extractor_kwargs=self.features_extractor_kwargs,
                 share_features_extractor=self.share_features_extractor,
+                fast_path=self.fast_path,
             )
         )
         return data

@@ -15,7 +15,14 @@ from torch.nn import functional as F
 
 from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.qvpo.entropy import EntropyCoef, make_entropy_schedule
-from sb3_qvpo.qvpo.policies import DiffusionActor, MlpPolicy, MultiInputPolicy, QVPOPolicy, best_of_k, min_q_values
+from sb3_qvpo.qvpo.policies import (
+    DiffusionActor,
+    MlpPolicy,
+    MultiInputPolicy,
+    QVPOPolicy,
+    best_of_k,
+    candidate_min_q,
+)
 from sb3_qvpo.qvpo.weights import WEIGHT_TRANSFORMS, best_sample_weights
 
 SelfQVPO = TypeVar("SelfQVPO", bound="QVPO")
@@ -235,9 +242,8 @@ class QVPO(OffPolicyAlgorithm):
         n_states = actor_features.shape[0]
         with th.no_grad():
             critic_features = self.critic.extract_features(observations, self.critic.features_extractor)
-            samples = self.actor.sample(actor_features.detach().repeat_interleave(n_samples, dim=0))
-            sample_q = min_q_values(self.critic, critic_features.repeat_interleave(n_samples, dim=0), samples)
-            sample_q = sample_q.view(n_states, n_samples)
+            samples = self.actor.sample(actor_features.detach(), n_per_state=n_samples)
+            sample_q = candidate_min_q(self.critic, critic_features, samples, n_samples, self.actor.fast_path)
             best_index, weights = best_sample_weights(sample_q, self.weight_transform, self.qcut_threshold)
             best_actions = samples.view(n_states, n_samples, -1)[th.arange(n_states, device=samples.device), best_index]
             train_actions = best_actions

@@ -1,0 +1,181 @@
+"""
+Milliseconds per QVPO update and per action at the paper's settings, plain path vs fast path.
+
+Settings: batch 256, N_d 64, N_e 10, T 20, K_b 4, K_t 1, 3x256 Mish, for Hopper-v5 sizes
+(obs 11, action 3) and Humanoid-v5 sizes (obs 348, action 17). SB3's SAC (default 2x256 ReLU,
+batch 256) is timed in the same run as the yardstick. The "matmul floor" is the time spent in
+matrix-product kernels (aten::mm/addmm/bmm/...) during the fast-path updates, read from
+torch.profiler in the same run: what the update would cost if everything else were free.
+
+    python benchmarks/speed.py --threads 2                  # CPU, writes benchmarks/results/speed_cpu.md
+    python benchmarks/speed.py --device cuda --updates 50   # GPU
+"""
+
+import argparse
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import configure
+
+from sb3_qvpo import QVPO
+
+SIZES = {"Hopper-v5": (11, 3), "Humanoid-v5": (348, 17)}
+PAPER_SETTINGS: dict[str, Any] = dict(
+    batch_size=256,
+    n_action_samples=64,
+    n_uniform_samples=10,
+    n_behavior_samples=4,
+    n_target_samples=1,
+    learning_starts=0,
+    buffer_size=10_000,
+)
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+FILL_TRANSITIONS = 2_000
+
+
+class SizedEnv(gym.Env):
+    """A stand-in with a task's observation and action sizes: update cost depends on nothing else."""
+
+    def __init__(self, obs_dim: int, action_dim: int):
+        super().__init__()
+        self.observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def fill_buffer(model: BaseAlgorithm, obs_dim: int, action_dim: int) -> None:
+    rng = np.random.default_rng(0)
+    buffer = model.replay_buffer
+    assert buffer is not None
+    for _ in range(FILL_TRANSITIONS):
+        obs = rng.standard_normal((1, obs_dim)).astype(np.float32)
+        next_obs = rng.standard_normal((1, obs_dim)).astype(np.float32)
+        action = rng.uniform(-1, 1, (1, action_dim)).astype(np.float32)
+        buffer.add(obs, next_obs, action, rng.standard_normal(1).astype(np.float32), np.zeros(1), [{}])
+    model.set_logger(configure(None, [""]))
+    model._current_progress_remaining = 1.0
+
+
+def synchronize(device: th.device) -> None:
+    if device.type == "cuda":
+        th.cuda.synchronize()
+
+
+def time_per_call(function: Callable[[], Any], n_calls: int, device: th.device, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(n_calls):
+        function()
+    synchronize(device)
+    return (time.perf_counter() - start) / n_calls * 1000.0
+
+
+def matmul_ms_per_update(model: BaseAlgorithm, n_updates: int, device: th.device) -> float:
+    activities = [th.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(th.profiler.ProfilerActivity.CUDA)
+    with th.profiler.profile(activities=activities) as profiler:
+        model.train(gradient_steps=n_updates, batch_size=256)
+        synchronize(device)
+    total_us = 0.0
+    for event in profiler.key_averages():
+        if event.key in MATMUL_OPS:
+            # Self time, so aten::linear -> aten::addmm is not counted twice.
+            total_us += event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+    return total_us / 1000.0 / n_updates
+
+
+def make_qvpo(env: gym.Env, device: str, fast_path: bool, seed: int) -> QVPO:
+    return QVPO(
+        "MlpPolicy",
+        env,
+        device=device,
+        seed=seed,
+        policy_kwargs=dict(net_arch=[256, 256, 256], n_diffusion_steps=20, fast_path=fast_path),
+        **PAPER_SETTINGS,
+    )
+
+
+def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> dict[str, float]:
+    obs_dim, action_dim = SIZES[name]
+    env = SizedEnv(obs_dim, action_dim)
+    single_obs = env.observation_space.sample()[None]
+    row: dict[str, float] = {}
+    for label, fast_path in (("plain", False), ("fast", True)):
+        model = make_qvpo(env, args.device, fast_path, args.seed)
+        fill_buffer(model, obs_dim, action_dim)
+        row[f"{label}_update_ms"] = time_per_call(lambda m=model: m.train(1, 256), args.updates, device, warmup=1)
+        row[f"{label}_action_ms"] = time_per_call(
+            lambda m=model: m.predict(single_obs, deterministic=False), args.actions, device
+        )
+        if fast_path:
+            row["matmul_floor_ms"] = matmul_ms_per_update(model, args.updates, device)
+    sac = SAC("MlpPolicy", env, device=args.device, seed=args.seed, batch_size=256, learning_starts=0, buffer_size=10_000)
+    fill_buffer(sac, obs_dim, action_dim)
+    row["sac_update_ms"] = time_per_call(lambda: sac.train(1, 256), max(args.updates, 20), device)
+    row["sac_action_ms"] = time_per_call(lambda: sac.predict(single_obs, deterministic=False), args.actions, device)
+    return row
+
+
+def render(rows: dict[str, dict[str, float]], args: argparse.Namespace, device: th.device) -> str:
+    device_name = th.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    lines = [
+        f"Command: `python {' '.join(sys.argv)}`",
+        "",
+        f"torch {th.__version__}, device {device.type} ({device_name}), torch threads {th.get_num_threads()}, "
+        f"{args.updates} timed updates and {args.actions} timed single-observation actions per row.",
+        "Paper settings: batch 256, N_d 64, N_e 10, T 20, K_b 4, K_t 1, 3x256 Mish.",
+        "",
+        "| task sizes | plain ms/update | fast ms/update | speed-up | matmul floor ms | fast / floor "
+        "| plain ms/action | fast ms/action | SAC ms/update | SAC ms/action |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {row['plain_update_ms']:.1f} | {row['fast_update_ms']:.1f} | "
+            f"{row['plain_update_ms'] / row['fast_update_ms']:.2f}x | {row['matmul_floor_ms']:.1f} | "
+            f"{row['fast_update_ms'] / row['matmul_floor_ms']:.2f} | {row['plain_action_ms']:.2f} | "
+            f"{row['fast_action_ms']:.2f} | {row['sac_update_ms']:.2f} | {row['sac_action_ms']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--updates", type=int, default=5)
+    parser.add_argument("--actions", type=int, default=50)
+    parser.add_argument("--tasks", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/speed_<device>.md")
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    device = th.device(args.device)
+    rows = {name: benchmark_task(name, args, device) for name in args.tasks}
+    table = render(rows, args, device)
+    print(table)
+    output = args.output or f"benchmarks/results/speed_{device.type}.md"
+    with open(output, "w") as file:
+        file.write(table)
+
+
+if __name__ == "__main__":
+    main()
