@@ -1,5 +1,9 @@
 """QVPO: Q-weighted Variational Policy Optimization (Ding et al., NeurIPS 2024) for Stable-Baselines3."""
 
+import io
+import math
+import pathlib
+import zipfile
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -41,6 +45,49 @@ def check_action_space(action_space: spaces.Space) -> None:
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ValueError(
             f"QVPO needs a Box action space with finite bounds (actions are scaled to [-1, 1]), got {action_space}"
+        )
+
+
+def check_finite(name: str, value: np.ndarray | dict[str, np.ndarray], timestep: int) -> None:
+    """
+    Raise before a NaN or inf observation or reward reaches the replay buffer: one such transition
+    turns every network weight into NaN within a few updates, and the actions into NaN with them.
+    """
+    arrays = value.items() if isinstance(value, dict) else [(None, value)]
+    for key, array in arrays:
+        array = np.asarray(array)
+        if not np.issubdtype(array.dtype, np.floating) or np.isfinite(array).all():
+            continue
+        label = name if key is None else f"{name}[{key!r}]"
+        kind = "nan" if np.isnan(array).any() else "inf"
+        raise ValueError(
+            f"QVPO got a non-finite {label} ({kind}) at timestep {timestep}; it was not stored, as it would corrupt "
+            "the networks. Fix the environment, or wrap it in VecCheckNan(venv, raise_exception=True) to find the step"
+        )
+
+
+def check_model_archive(path: str | pathlib.Path | io.BufferedIOBase) -> None:
+    """
+    Name the problem when a saved model is truncated or is not an SB3 archive. (A truncated archive can
+    make zipfile read the archive nested in one of its .pth entries, and SB3 then reports "No data found".)
+    """
+    if not isinstance(path, str | pathlib.Path):
+        return
+    path = pathlib.Path(path)
+    if not path.exists() and pathlib.Path(f"{path}.zip").exists():
+        path = pathlib.Path(f"{path}.zip")
+    if not path.is_file():
+        return  # SB3 raises FileNotFoundError
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except zipfile.BadZipFile:
+        names = set()
+    missing = [name for name in ("data", "policy.pth") if name not in names]
+    if missing:
+        raise ValueError(
+            f"{path} is not a complete saved model (no {' or '.join(missing)} entry in a zip archive): "
+            "the file is truncated, corrupt, or was not written by `save`"
         )
 
 
@@ -204,6 +251,11 @@ class QVPO(OffPolicyAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, QVPOPolicy)):
+            raise TypeError(
+                f'QVPO needs a QVPOPolicy ("MlpPolicy", "MultiInputPolicy" or a subclass), got {self.policy_class!r}. '
+                "A model saved by another algorithm (SAC, TD3, PPO, ...) cannot be loaded with QVPO.load"
+            )
         super()._setup_model()
         self.actor = self.policy.actor
         self.actor_target = self.policy.actor_target
@@ -288,7 +340,13 @@ class QVPO(OffPolicyAlgorithm):
         self.logger.record("train/entropy_coef", entropy_coef)
         for key, values in stats.items():
             # One device sync per rollout rather than one per statistic and step.
-            self.logger.record(f"train/{key}", th.stack(values).mean().item())
+            mean = th.stack(values).mean().item()
+            self.logger.record(f"train/{key}", mean)
+            if key in ("critic_loss", "actor_loss") and not math.isfinite(mean):
+                raise FloatingPointError(
+                    f"QVPO's {key} is {mean} at update {self._n_updates}: the weights are no longer finite. "
+                    "The Q-values diverged (try a smaller learning_rate or rescaled rewards, e.g. VecNormalize)"
+                )
 
     def learn(
         self: SelfQVPO,
@@ -306,6 +364,45 @@ class QVPO(OffPolicyAlgorithm):
             tb_log_name=tb_log_name,
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
+        )
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        check_finite("observation", self._last_obs, self.num_timesteps)  # type: ignore[arg-type]
+        check_finite("observation", new_obs, self.num_timesteps)
+        check_finite("reward", reward, self.num_timesteps)
+        for done, info in zip(dones, infos, strict=True):
+            if done and info.get("terminal_observation") is not None:
+                check_finite("terminal observation", info["terminal_observation"], self.num_timesteps)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    @classmethod
+    def load(
+        cls: type[SelfQVPO],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfQVPO:
+        check_model_archive(path)
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
         )
 
     def _excluded_save_params(self) -> list[str]:
