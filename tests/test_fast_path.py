@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch as th
+from helpers import AsymmetricBoxEnv, GoalDictEnv, tiny_kwargs
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import set_random_seed
 from torch import nn
@@ -12,7 +13,6 @@ from sb3_qvpo import QVPO
 from sb3_qvpo.diffusion import DiffusionSchedule, NoisePredictionNet, sample_actions, sample_actions_fast
 from sb3_qvpo.diffusion.fast_ops import mish_, run_layers_, split_linear_by_inputs
 from sb3_qvpo.qvpo.policies import candidate_min_q
-from tests.helpers import AsymmetricBoxEnv, GoalDictEnv, tiny_kwargs
 
 
 def test_in_place_mish_matches_torch_mish() -> None:
