@@ -292,3 +292,18 @@ def test_save_on_one_device_load_on_another(tmp_path: Path, save_device: str, lo
             assert param_state["exp_avg"].device.type == load_device
     loaded.learn(20, reset_num_timesteps=False)
     assert loaded._n_updates == 50 and finite_parameters(loaded)
+
+
+def test_cnn_policy_learns_on_image_observations() -> None:
+    from stable_baselines3.common.envs import FakeImageEnv
+    from stable_baselines3.common.torch_layers import NatureCNN
+
+    env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False)
+    kwargs = tiny_kwargs(learning_starts=20, batch_size=8, buffer_size=200)
+    model = QVPO("CnnPolicy", env, seed=0, **kwargs)
+    assert isinstance(model.actor.features_extractor, NatureCNN)
+    assert isinstance(model.critic.features_extractor, NatureCNN)
+    model.learn(40)
+    assert model._n_updates > 0
+    action, _ = model.predict(env.observation_space.sample(), deterministic=True)
+    assert env.action_space.contains(action)

@@ -1,4 +1,4 @@
-from sb3_qvpo.qvpo.policies import MlpPolicy, MultiInputPolicy, QVPOPolicy
+from sb3_qvpo.qvpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, QVPOPolicy
 from sb3_qvpo.qvpo.qvpo import QVPO
 
-__all__ = ["QVPO", "MlpPolicy", "MultiInputPolicy", "QVPOPolicy"]
+__all__ = ["QVPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "QVPOPolicy"]

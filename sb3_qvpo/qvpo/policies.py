@@ -10,6 +10,7 @@ from stable_baselines3.common.torch_layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
     FlattenExtractor,
+    NatureCNN,
     get_actor_critic_arch,
 )
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
@@ -359,6 +360,22 @@ class QVPOPolicy(BasePolicy):
 
 
 MlpPolicy = QVPOPolicy
+
+
+class CnnPolicy(QVPOPolicy):
+    """QVPO policy for image observations: a NatureCNN features extractor by default."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
+        )
 
 
 class MultiInputPolicy(QVPOPolicy):

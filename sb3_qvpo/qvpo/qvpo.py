@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.qvpo.entropy import EntropyCoef, make_entropy_schedule
 from sb3_qvpo.qvpo.policies import (
+    CnnPolicy,
     DiffusionActor,
     MlpPolicy,
     MultiInputPolicy,
@@ -143,6 +144,7 @@ class QVPO(OffPolicyAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: QVPOPolicy

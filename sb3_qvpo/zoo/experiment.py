@@ -47,7 +47,7 @@ def prepare_storage(storage: str, attempts: int = 5) -> None:
         return
     for attempt in range(attempts):
         try:
-            optuna.storages.RDBStorage(storage)
+            optuna.storages.RDBStorage(storage).engine.dispose()
             return
         except ImportError as error:  # Optuna's "Failed to import DB access module"
             raise SystemExit(
@@ -71,6 +71,7 @@ class ZooExperimentManager(ExperimentManager):
       ``<log-folder>/<algo>/<env>_optuna.log``, and without ``--study-name`` names the study
       ``<algo>_<env>_<n_timesteps>``: running the same command again (in another terminal, or
       later) adds trials to the same study;
+    - a database storage gets its tables before the study opens, retried if workers race on them;
     - each trial records the worker that ran it (``hostname:pid``) as the user attribute ``worker``;
     - QVPO's sampler leaves the parameters given with ``-params`` as they are (see
       :mod:`sb3_qvpo.zoo.samplers`), and ``--trial-id`` merges the trial's ``net_arch`` and
