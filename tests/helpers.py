@@ -100,7 +100,11 @@ class GoalReachEnv(gym.Env):
         self._goal = np.zeros(2, dtype=np.float32)
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"observation": self._position.copy(), "achieved_goal": self._position.copy(), "desired_goal": self._goal.copy()}
+        return {
+            "observation": self._position.copy(),
+            "achieved_goal": self._position.copy(),
+            "desired_goal": self._goal.copy(),
+        }
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         return -(np.linalg.norm(achieved_goal - desired_goal, axis=-1) > 0.2).astype(np.float32)

@@ -23,9 +23,13 @@ def test_bandit_reward() -> None:
     obs, reward, terminated, truncated, _ = env.step(np.array(PAPER_PEAK_CENTERS[0], dtype=np.float32))
     assert terminated and not truncated
     assert reward == pytest.approx(float(env.reward(np.asarray([PAPER_PEAK_CENTERS[0]]))[0]))
-    # Out-of-box actions are clipped.
-    _, clipped_reward, _, _, _ = env.step(np.array([100.0, -100.0], dtype=np.float32))
-    assert clipped_reward == pytest.approx(float(env.reward(np.array([[2.5, -2.5]]))[0]))
+    # Out-of-box actions are clipped: with a box of half-width 1, the first peak's centre (-1.35, 0.65)
+    # is played as (-1, 0.65).
+    small = MultiPeakBanditEnv(sigma=0.3, action_bound=1.0)
+    small.reset(seed=0)
+    _, clipped_reward, _, _, _ = small.step(np.array([-1.35, 0.65], dtype=np.float32))
+    assert clipped_reward == pytest.approx(float(small.reward(np.array([[-1.0, 0.65]]))[0]))
+    assert clipped_reward < 0.8 * float(small.reward(np.array([[-1.35, 0.65]]))[0])
 
 
 @pytest.mark.slow

@@ -20,18 +20,26 @@ OBS_SPACE = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
 ACTION_SPACE = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
 
 
-class DistanceQ(nn.Module):
-    """Q(s, a) = -||a - (s[:2] + offset)||^2 on the critic's input cat(features, actions)."""
+class Square(nn.Module):
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return x**2
 
-    def __init__(self, action_dim: int, offset: float = 0.0):
-        super().__init__()
-        self.action_dim = action_dim
-        self.offset = offset
 
-    def forward(self, q_input: th.Tensor) -> th.Tensor:
-        features, actions = q_input[:, : -self.action_dim], q_input[:, -self.action_dim :]
-        target = features[:, : self.action_dim] + self.offset
-        return -((actions - target) ** 2).sum(dim=1, keepdim=True)
+def distance_q(features_dim: int, action_dim: int, offset: float = 0.0) -> nn.Sequential:
+    """
+    Q(s, a) = -||a - (s[:action_dim] + offset)||^2 on the critic's input cat(features, actions),
+    built as a Linear-first Sequential like the Q networks it replaces.
+    """
+    first = nn.Linear(features_dim + action_dim, action_dim)
+    last = nn.Linear(action_dim, 1)
+    with th.no_grad():
+        first.weight.zero_()
+        first.weight[:, :action_dim] = -th.eye(action_dim)
+        first.weight[:, features_dim:] = th.eye(action_dim)
+        first.bias.fill_(-offset)
+        last.weight.fill_(-1.0)
+        last.bias.zero_()
+    return nn.Sequential(first, Square(), last)
 
 
 def set_q_networks(critic: ContinuousCritic, q_networks: list[nn.Module]) -> None:
@@ -81,7 +89,7 @@ def test_policy_rejects_bad_counts(bad: dict[str, int]) -> None:
 
 def test_min_q_values() -> None:
     policy = make_policy()
-    set_q_networks(policy.critic, [DistanceQ(2, 0.0), DistanceQ(2, 0.5)])
+    set_q_networks(policy.critic, [distance_q(3, 2, 0.0), distance_q(3, 2, 0.5)])
     features = th.randn(10, 3)
     actions = 2 * th.rand(10, 2) - 1
     q1 = -((actions - features[:, :2]) ** 2).sum(dim=1)
@@ -94,14 +102,14 @@ def test_min_q_values() -> None:
 @pytest.mark.parametrize("n_samples", [1, 5])
 def test_best_of_k_picks_the_highest_min_q(monkeypatch: pytest.MonkeyPatch, n_samples: int) -> None:
     policy = make_policy()
-    set_q_networks(policy.critic, [DistanceQ(2, 0.0), DistanceQ(2, 0.3)])
+    set_q_networks(policy.critic, [distance_q(3, 2, 0.0), distance_q(3, 2, 0.3)])
     n_obs = 7
     obs = 2 * th.rand(n_obs, 3) - 1
     candidates = 2 * th.rand(n_obs * n_samples, 2) - 1
     seen: list[th.Tensor] = []
 
-    def sample(features: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        seen.append(features)
+    def sample(features: th.Tensor, generator: th.Generator | None = None, n_per_state: int = 1) -> th.Tensor:
+        seen.append(features.repeat_interleave(n_per_state, dim=0))
         return candidates.clone()
 
     monkeypatch.setattr(policy.actor, "sample", sample)
@@ -121,7 +129,7 @@ def test_best_of_k_finds_the_target_with_many_samples() -> None:
     # With the real sampler and many candidates, the chosen action is closer to the critic's optimum
     # than a typical sample.
     policy = make_policy()
-    set_q_networks(policy.critic, [DistanceQ(2), DistanceQ(2)])
+    set_q_networks(policy.critic, [distance_q(3, 2), distance_q(3, 2)])
     obs = th.zeros(50, 3)
     obs[:, :2] = 0.2
     with th.no_grad():
@@ -172,9 +180,10 @@ def test_sample_counts_are_respected(monkeypatch: pytest.MonkeyPatch, determinis
     rows: list[int] = []
     original = model.actor.sample
 
-    def counting_sample(features: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        rows.append(features.shape[0])
-        return original(features, generator)
+    def counting_sample(features: th.Tensor, generator: th.Generator | None = None, **kwargs: Any) -> th.Tensor:
+        actions = original(features, generator, **kwargs)
+        rows.append(actions.shape[0])
+        return actions
 
     monkeypatch.setattr(model.actor, "sample", counting_sample)
     obs = np.zeros((5, 3), dtype=np.float32)
@@ -202,7 +211,11 @@ def test_actions_within_asymmetric_bounds() -> None:
 @pytest.mark.parametrize(("value", "expected"), [(1.0, [2.0, 5.0]), (-1.0, [0.0, -3.0]), (0.0, [1.0, 1.0])])
 def test_actions_are_unscaled_to_the_box(monkeypatch: pytest.MonkeyPatch, value: float, expected: list[float]) -> None:
     model = QVPO("MlpPolicy", AsymmetricBoxEnv(), **tiny_kwargs())
-    monkeypatch.setattr(model.actor, "sample", lambda features, generator=None: th.full((features.shape[0], 2), value))
+
+    def constant_sample(features: th.Tensor, generator: th.Generator | None = None, n_per_state: int = 1) -> th.Tensor:
+        return th.full((features.shape[0] * n_per_state, 2), value)
+
+    monkeypatch.setattr(model.actor, "sample", constant_sample)
     for deterministic in (True, False):
         actions, _ = model.predict(np.zeros((4, 3), dtype=np.float32), deterministic=deterministic)
         np.testing.assert_allclose(actions, np.tile(expected, (4, 1)), atol=1e-6)
@@ -267,7 +280,9 @@ def test_features_extractor_sharing(share: bool) -> None:
 
 def test_multi_input_policy() -> None:
     env = GoalDictEnv()
-    policy = MultiInputPolicy(env.observation_space, env.action_space, lr_schedule=lambda _: 1e-3, net_arch=[16], n_diffusion_steps=3)
+    policy = MultiInputPolicy(
+        env.observation_space, env.action_space, lr_schedule=lambda _: 1e-3, net_arch=[16], n_diffusion_steps=3
+    )
     # CombinedExtractor: 3 + 2 features.
     assert policy.actor.features_dim == 5
     obs = {"observation": np.zeros((4, 3), np.float32), "desired_goal": np.ones((4, 2), np.float32)}
@@ -282,3 +297,14 @@ def test_actor_forward_samples_in_unit_box() -> None:
         actions = policy.actor(th.zeros(20, 3))
     assert actions.shape == (20, 2)
     assert th.all(actions.abs() <= 1.0)
+
+
+def test_policy_save_load_keeps_constructor_parameters(tmp_path: Any) -> None:
+    policy = make_policy(n_behavior_samples=3, n_eval_samples=6, eval_seed=11, n_critics=3, beta_schedule="linear")
+    policy.save(str(tmp_path / "policy.pth"))
+    loaded = QVPOPolicy.load(str(tmp_path / "policy.pth"))
+    assert (loaded.n_behavior_samples, loaded.n_eval_samples, loaded.eval_seed) == (3, 6, 11)
+    assert loaded.n_critics == 3 and len(loaded.critic.q_networks) == 3
+    assert loaded.actor.schedule.beta_schedule == "linear" and loaded.actor.schedule.n_steps == 5
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(policy.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0])

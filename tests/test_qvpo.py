@@ -63,7 +63,7 @@ def test_rejects_discrete_gym_id() -> None:
     [(-np.inf, np.inf), (np.array([-1.0, -np.inf]), np.array([1.0, 1.0])), (np.array([-1.0, -1.0]), np.array([1.0, np.inf]))],
 )
 def test_rejects_unbounded_box(low: Any, high: Any) -> None:
-    space = spaces.Box(low=low, high=high, shape=(2,), dtype=np.float32)
+    space = spaces.Box(low=np.float32(low), high=np.float32(high), shape=(2,), dtype=np.float32)
     with pytest.raises(ValueError, match="finite bounds"):
         QVPO("MlpPolicy", SpaceEnv(space), **tiny_kwargs())
 
@@ -108,16 +108,16 @@ def test_accepts_edge_arguments() -> None:
     assert model.entropy_coef_schedule(0.5) == 0.0
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="BUG: an empty actor net_arch raises IndexError, not ValueError")
 @pytest.mark.parametrize("net_arch", [[], dict(pi=[], qf=[8])])
 def test_rejects_empty_actor_arch(net_arch: Any) -> None:
+    # Regression: this used to crash with an IndexError.
     with pytest.raises(ValueError, match="hidden layer"):
         QVPO("MlpPolicy", "Pendulum-v1", **tiny_kwargs(policy_kwargs=dict(net_arch=net_arch)))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a NaN / infinite entropy_coef is accepted and makes the actor loss NaN")
 @pytest.mark.parametrize("entropy_coef", [math.nan, math.inf, "lin_nan", "lin_inf"])
 def test_rejects_non_finite_entropy_coef(entropy_coef: Any) -> None:
+    # Regression: these were accepted and turned the actor loss into NaN.
     with pytest.raises(ValueError, match="entropy_coef"):
         QVPO("MlpPolicy", "Pendulum-v1", **tiny_kwargs(entropy_coef=entropy_coef))
 
@@ -224,7 +224,12 @@ def test_learn_with_string_env_and_qcut() -> None:
 
 
 def test_learn_with_shared_features_extractor() -> None:
-    model = QVPO("MlpPolicy", AsymmetricBoxEnv(), seed=0, **tiny_kwargs(policy_kwargs=dict(net_arch=[16], share_features_extractor=True)))
+    model = QVPO(
+        "MlpPolicy",
+        AsymmetricBoxEnv(),
+        seed=0,
+        **tiny_kwargs(policy_kwargs=dict(net_arch=[16], share_features_extractor=True)),
+    )
     model.learn(100)
     assert model.critic.features_extractor is model.actor.features_extractor
     assert model._n_updates > 0
@@ -239,7 +244,9 @@ def test_critic_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     next_q = th.linspace(-1.0, 2.0, batch)
     calls: list[tuple[Any, ...]] = []
 
-    def fake_best_of_k(actor: Any, critic: Any, obs: th.Tensor, n_samples: int, generator: Any = None) -> tuple[th.Tensor, th.Tensor]:
+    def fake_best_of_k(
+        actor: Any, critic: Any, obs: th.Tensor, n_samples: int, generator: Any = None
+    ) -> tuple[th.Tensor, th.Tensor]:
         calls.append((actor, critic, obs, n_samples))
         return th.zeros(obs.shape[0], 2), next_q
 
@@ -355,7 +362,9 @@ def test_learning_rate_schedules() -> None:
     def critic_schedule(progress: float) -> float:
         return 2e-3 * progress + 1e-5
 
-    model = QVPO("MlpPolicy", AsymmetricBoxEnv(), actor_learning_rate=actor_schedule, learning_rate=critic_schedule, **tiny_kwargs())
+    model = QVPO(
+        "MlpPolicy", AsymmetricBoxEnv(), actor_learning_rate=actor_schedule, learning_rate=critic_schedule, **tiny_kwargs()
+    )
     assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     model.learn(100)
     progress = model._current_progress_remaining

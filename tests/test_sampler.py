@@ -66,6 +66,29 @@ class OracleNoiseNet(nn.Module):
         return (noisy_action - sqrt_abar * features) / sqrt_one_minus
 
 
+class RecordingNoiseNet(nn.Module):
+    """Predicts zero noise and records the step index each call is conditioned on."""
+
+    def __init__(self, action_dim: int):
+        super().__init__()
+        self.action_dim = action_dim
+        self.steps: list[list[int]] = []
+
+    def embed_time(self, t: th.Tensor) -> th.Tensor:
+        return t.float().unsqueeze(-1)
+
+    def forward(self, noisy_action: th.Tensor, time_features: th.Tensor, features: th.Tensor) -> th.Tensor:
+        self.steps.append(sorted({int(v) for v in time_features[:, 0].tolist()}))
+        return th.zeros_like(noisy_action)
+
+
+@pytest.mark.parametrize("n_steps", [1, 4, 10])
+def test_reverse_chain_visits_every_step_once_in_order(n_steps: int) -> None:
+    stub = RecordingNoiseNet(action_dim=2)
+    sample_actions(stub, DiffusionSchedule(n_steps), th.zeros(6, 1))  # type: ignore[arg-type]
+    assert stub.steps == [[t] for t in reversed(range(n_steps))]
+
+
 @pytest.mark.parametrize("beta_schedule", ["cosine", "linear", "vp"])
 @pytest.mark.parametrize("n_steps", [1, 5])
 def test_sample_shape_and_bounds(beta_schedule: str, n_steps: int) -> None:

@@ -165,4 +165,3 @@ def test_unknown_schedule_name() -> None:
 def test_bad_step_count(n_steps: object) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(n_steps))):
         DiffusionSchedule(n_steps)  # type: ignore[arg-type]
-

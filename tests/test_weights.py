@@ -1,5 +1,6 @@
 """Q-weight transforms, the entropy (uniform-action) term of the actor loss, and entropy schedules."""
 
+import math
 import pickle
 from typing import Any
 
@@ -96,8 +97,9 @@ class ActorStepProbe:
         self.calls: dict[str, list[Any]] = {"sample": [], "errors": [], "weights": []}
         anchor = next(model.actor.parameters())
 
-        def sample(features: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-            self.calls["sample"].append(features.clone())
+        def sample(features: th.Tensor, generator: th.Generator | None = None, n_per_state: int = 1) -> th.Tensor:
+            # Recorded one row per candidate, whether the caller repeats the features or passes n_per_state.
+            self.calls["sample"].append(features.repeat_interleave(n_per_state, dim=0))
             return self.candidates.clone()
 
         def denoising_errors(actions: th.Tensor, features: th.Tensor) -> th.Tensor:
@@ -269,13 +271,28 @@ def test_callable_entropy_coef_passthrough() -> None:
     assert make_entropy_schedule(schedule) is schedule
 
 
-@pytest.mark.parametrize("bad", ["bogus", "lin", "lin_", "lin_x", "lin_0.1_0.01_0.001", "exp_0.1", "lin_-0.1", "lin_0.1_-1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "bogus",
+        "lin",
+        "lin_",
+        "lin_x",
+        "lin_0.1_0.01_0.001",
+        "exp_0.1",
+        "lin_-0.1",
+        "lin_0.1_-1",
+        "lin_nan",
+        "lin_inf",
+        "lin_0.1_nan",
+    ],
+)
 def test_bad_entropy_strings(bad: str) -> None:
     with pytest.raises(ValueError, match="entropy_coef"):
         make_entropy_schedule(bad)
 
 
-@pytest.mark.parametrize("bad", [-1, -0.01, True, None, [0.1]])
+@pytest.mark.parametrize("bad", [-1, -0.01, math.nan, math.inf, True, None, [0.1]])
 def test_bad_entropy_values(bad: Any) -> None:
     with pytest.raises(ValueError, match="entropy_coef"):
         make_entropy_schedule(bad)
