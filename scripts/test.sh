@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck disable=SC1091
 source scripts/setup_env.sh
+# PostgreSQL server binaries for the shared-study test (installed with apt-get where missing).
+bash scripts/ci_services.sh
 ruff check sb3_qvpo tests examples benchmarks
 ruff format --check sb3_qvpo tests examples benchmarks
 mypy sb3_qvpo

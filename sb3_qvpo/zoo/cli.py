@@ -14,11 +14,6 @@ from collections.abc import Iterator, Sequence
 from sb3_qvpo.zoo.experiment import ZooExperimentManager
 from sb3_qvpo.zoo.registration import register, register_for_playback
 
-REQUESTS_HINT = (
-    "rl-zoo3's enjoy/record_video import `requests`, which rl-zoo3 does not install: "
-    "pip install 'sb3-qvpo[zoo]' (or pip install requests)"
-)
-
 
 @contextlib.contextmanager
 def _command_line(prog: str, argv: Sequence[str] | None) -> Iterator[None]:
@@ -59,12 +54,8 @@ def train(argv: Sequence[str] | None = None) -> None:
 
 def enjoy(argv: Sequence[str] | None = None) -> None:
     """``rl_zoo3.enjoy``: load a trained agent from the log folder and run it (``--no-render`` without a screen)."""
-    try:
-        import rl_zoo3.enjoy as zoo_enjoy
-    except ModuleNotFoundError as error:
-        if error.name == "requests":
-            raise SystemExit(REQUESTS_HINT) from error
-        raise
+    import rl_zoo3.enjoy as zoo_enjoy  # imports requests, which sb3-qvpo installs and rl-zoo3 does not
+
     with _playback_registration(), _command_line("sb3_qvpo.enjoy", argv):
         zoo_enjoy.enjoy()
 

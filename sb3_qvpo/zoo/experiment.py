@@ -1,6 +1,5 @@
 """rl-zoo3's ExperimentManager with what QVPO (and distributed tuning) need on top."""
 
-import importlib.util
 import os
 import random
 import re
@@ -130,8 +129,6 @@ class ZooExperimentManager(ExperimentManager):
             return super().objective(trial)
 
     def hyperparameters_optimization(self) -> None:
-        if importlib.util.find_spec("pandas") is None:  # fail before the trials, not after them
-            raise SystemExit("rl-zoo3's --optimize writes its report with pandas: pip install 'sb3-qvpo[zoo]' (or pandas)")
         if self.study_name is None:
             self.study_name = default_study_name(self.algo, self.env_name, self.n_timesteps)
         if self.storage is None:
