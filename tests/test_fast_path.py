@@ -11,7 +11,14 @@ from torch.nn import functional as F
 
 from sb3_qvpo import QVPO
 from sb3_qvpo.diffusion import DiffusionSchedule, NoisePredictionNet, sample_actions, sample_actions_fast
-from sb3_qvpo.diffusion.fast_ops import mish_, run_layers_, split_linear_by_inputs
+from sb3_qvpo.diffusion.fast_ops import (
+    FUSED_MISH_MIN_ELEMENTS,
+    LayerRunner,
+    fused_mish,
+    mish_,
+    run_layers_,
+    split_linear_by_inputs,
+)
 from sb3_qvpo.qvpo.policies import candidate_min_q
 
 
@@ -122,3 +129,35 @@ def test_fast_and_plain_predict_the_same_deterministic_action() -> None:
     plain_actions, _ = plain.predict(obs, deterministic=True)
     fast_actions, _ = fast.predict(obs, deterministic=True)
     np.testing.assert_allclose(fast_actions, plain_actions, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [[nn.Mish(), nn.Linear(16, 1)], [nn.Linear(8, 64), nn.Mish(), nn.Linear(64, 4), nn.ReLU()]])
+def test_layer_runner_matches_modules_and_reuses_its_buffers(layers: list[nn.Module]) -> None:
+    th.manual_seed(0)
+    reference = nn.Sequential(*layers)
+    in_width = 16 if isinstance(layers[0], nn.Mish) else 8
+    runner = LayerRunner(layers, max_rows=300, reference=th.zeros(1))
+    with th.no_grad():
+        for n_rows in (300, 7, 300):  # a full, a partial and again a full chunk
+            hidden = th.randn(n_rows, in_width)
+            th.testing.assert_close(runner(hidden.clone()), reference(hidden), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_mish_matches_torch_mish_on_large_tensors() -> None:
+    # Large enough for the compiled kernel (or its eager fallback), not torch's own Mish.
+    x = th.randn(FUSED_MISH_MIN_ELEMENTS // 64 + 3, 64) * 8.0
+    th.testing.assert_close(fused_mish(x.clone()), F.mish(x), rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_and_single_chunk_sampling_agree() -> None:
+    th.manual_seed(0)
+    net = NoisePredictionNet(action_dim=2, features_dim=4, net_arch=[64, 64])
+    schedule = DiffusionSchedule(6)
+    features = th.randn(40, 4)
+    # 40 states x 32 samples = 1280 rows: above the small-batch path, several chunks of 256.
+    whole = sample_actions_fast(net, schedule, features, th.Generator().manual_seed(1), 32, chunk_rows=None)
+    chunked = sample_actions_fast(net, schedule, features, th.Generator().manual_seed(1), 32, chunk_rows=256)
+    with th.no_grad():
+        plain = sample_actions(net, schedule, features, th.Generator().manual_seed(1), 32)
+    th.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    th.testing.assert_close(chunked, plain, rtol=1e-4, atol=1e-5)
