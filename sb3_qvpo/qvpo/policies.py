@@ -26,8 +26,8 @@ from sb3_qvpo.diffusion import (
     sample_actions_fast,
     truncated_normal_init,
 )
-from sb3_qvpo.diffusion.fast_ops import LayerRunner, split_linear_by_inputs
-from sb3_qvpo.diffusion.sampler import default_chunk_rows
+from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_by_inputs
+from sb3_qvpo.diffusion.sampler import SMALL_BATCH_ROWS, default_chunk_rows
 
 DEFAULT_NET_ARCH = [256, 256, 256]
 
@@ -139,28 +139,34 @@ def candidate_min_q(
     if not fast_path or th.is_grad_enabled():
         repeated = critic_features.repeat_interleave(n_per_state, dim=0)
         return min_q_values(critic, repeated, candidates).view(n_states, n_per_state)
-    action_dim = candidates.shape[1]
-    grouped = candidates.view(n_states, n_per_state, action_dim)
-    chunk_rows = default_chunk_rows(candidates.device) or n_states * n_per_state
+    grouped = candidates.view(n_states, n_per_state, -1)
+    q_values = [_candidate_q(q_net, critic_features, grouped) for q_net in critic.q_networks]
+    return th.stack(q_values).min(dim=0).values
+
+
+def _candidate_q(q_net: nn.Module, critic_features: th.Tensor, grouped: th.Tensor) -> th.Tensor:
+    """One Q network on (n_states, n_per_state, action_dim) candidates, its first layer split by input."""
+    assert isinstance(q_net, nn.Sequential)
+    layers = list(q_net)
+    first = layers[0]
+    assert isinstance(first, nn.Linear)
+    n_states, n_per_state, action_dim = grouped.shape
+    w_state, w_action = split_linear_by_inputs(first, [critic_features.shape[1], action_dim])
+    state_term = F.linear(critic_features, w_state, first.bias).unsqueeze(1)
+    if n_states * n_per_state <= SMALL_BATCH_ROWS:
+        # Acting and TD targets: few rows, per-operation overhead dominates; no chunks or buffers.
+        hidden = th.matmul(grouped, w_action.t()).add_(state_term)
+        return run_layers_(layers[1:], hidden).squeeze(-1)
+    chunk_rows = default_chunk_rows(grouped.device) or n_states * n_per_state
     states_per_chunk = max(1, chunk_rows // n_per_state)
-    best: th.Tensor | None = None
-    for q_net in critic.q_networks:
-        assert isinstance(q_net, nn.Sequential)
-        layers = list(q_net)
-        first = layers[0]
-        assert isinstance(first, nn.Linear)
-        w_state, w_action = split_linear_by_inputs(first, [critic_features.shape[1], action_dim])
-        state_term = F.linear(critic_features, w_state, first.bias).unsqueeze(1)
-        run_tail = LayerRunner(layers[1:], min(states_per_chunk, n_states) * n_per_state, candidates)
-        q_values = th.empty(n_states, n_per_state, device=candidates.device, dtype=candidates.dtype)
-        # Chunks of rows keep the hidden activations in cache (see sample_actions_fast).
-        for first_state in range(0, n_states, states_per_chunk):
-            states = slice(first_state, min(first_state + states_per_chunk, n_states))
-            hidden = th.matmul(grouped[states], w_action.t()).add_(state_term[states])
-            q_values[states] = run_tail(hidden.view(-1, hidden.shape[-1])).view(-1, n_per_state)
-        best = q_values if best is None else th.minimum(best, q_values)
-    assert best is not None
-    return best
+    run_tail = LayerRunner(layers[1:], min(states_per_chunk, n_states) * n_per_state, grouped)
+    q_values = th.empty(n_states, n_per_state, device=grouped.device, dtype=grouped.dtype)
+    # Chunks of rows keep the hidden activations in cache (see sample_actions_fast).
+    for first_state in range(0, n_states, states_per_chunk):
+        states = slice(first_state, min(first_state + states_per_chunk, n_states))
+        hidden = th.matmul(grouped[states], w_action.t()).add_(state_term[states])
+        q_values[states] = run_tail(hidden.view(-1, hidden.shape[-1])).view(-1, n_per_state)
+    return q_values
 
 
 @th.no_grad()
