@@ -1,17 +1,9 @@
-"""DDPM sampling (the reverse chain) and the denoising loss, for actions scaled to [-1, 1]."""
+"""DDPM sampling (the reverse chain, reference implementation) and the denoising loss, for actions in [-1, 1]."""
 
 import torch as th
-from torch import nn
-from torch.nn import functional as F
 
-from sb3_qvpo.diffusion.fast_ops import LayerRunner, split_linear_by_inputs
 from sb3_qvpo.diffusion.noise_net import NoisePredictionNet
 from sb3_qvpo.diffusion.schedules import DiffusionSchedule
-
-# Rows per chunk of the CPU fast path: 2048 x 256 float32 activations (2 MiB) stay in cache (fastest of 256..4096 measured).
-CPU_CHUNK_ROWS = 2048
-# Up to this many rows (acting, TD targets) the chain takes the path with the fewest operations.
-SMALL_BATCH_ROWS = 256
 
 
 def sample_actions(
@@ -41,118 +33,6 @@ def sample_actions(
         x = coef_x0 * x0 + coef_xt * x
         if t > 0:
             x = x + std * th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)
-    return x.clamp_(-1.0, 1.0)
-
-
-def default_chunk_rows(device: th.device) -> int | None:
-    """CPU: rows per chunk whose activations stay in cache; GPU: no chunking (it wants big batches)."""
-    return None if device.type == "cuda" else CPU_CHUNK_ROWS
-
-
-@th.no_grad()
-def sample_actions_fast(
-    noise_net: NoisePredictionNet,
-    schedule: DiffusionSchedule,
-    features: th.Tensor,
-    generator: th.Generator | None = None,
-    n_per_state: int = 1,
-    chunk_rows: int | None = -1,
-) -> th.Tensor:
-    """
-    The same chain as :func:`sample_actions`, with the same random draws, computed with less work.
-
-    - The first layer's state and time terms are computed once per state and once per step
-      instead of once per row (the layer is linear: its weight is split by input).
-    - Mish runs in place.
-    - On CPU, the rows go through the whole chain in chunks of about ``chunk_rows`` (default
-      :data:`CPU_CHUNK_ROWS`; None: one chunk), so activations stay in cache instead of streaming
-      through memory at every step. The noise is drawn up front in the reference order.
-    """
-    if chunk_rows == -1:
-        chunk_rows = default_chunk_rows(features.device)
-    n_states = features.shape[0]
-    n_rows = n_states * n_per_state
-    action_dim = noise_net.action_dim
-    first_layer = noise_net.body[0]
-    assert isinstance(first_layer, nn.Linear)
-    w_action, w_time, w_state = split_linear_by_inputs(
-        first_layer, [action_dim, noise_net.time_embedding_dim, features.shape[1]]
-    )
-    state_term = F.linear(features, w_state, first_layer.bias).unsqueeze(1)  # (states, 1, hidden)
-    time_terms = F.linear(noise_net.embed_time(th.arange(schedule.n_steps, device=features.device)), w_time)
-
-    shape = (n_rows, action_dim)
-    draws = [th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)]
-    draws += [
-        th.randn(shape, device=features.device, dtype=features.dtype, generator=generator) for _ in range(schedule.n_steps - 1)
-    ]
-    if n_rows <= SMALL_BATCH_ROWS:
-        return _small_batch_chain(noise_net, schedule, state_term, time_terms, w_action.t(), draws, n_per_state)
-
-    actions = th.empty(shape, device=features.device, dtype=features.dtype)
-    states_per_chunk = n_states if chunk_rows is None else max(1, chunk_rows // n_per_state)
-    max_chunk_rows = min(states_per_chunk, n_states) * n_per_state
-    hidden_width = first_layer.out_features
-    w_action_t = w_action.t()
-    run_tail = LayerRunner(list(noise_net.body)[1:], max_chunk_rows, features)
-    first_hidden = th.empty(max_chunk_rows * hidden_width, device=features.device, dtype=features.dtype)
-    for first_state in range(0, n_states, states_per_chunk):
-        last_state = min(first_state + states_per_chunk, n_states)
-        rows = slice(first_state * n_per_state, last_state * n_per_state)
-        chunk_states = last_state - first_state
-        chunk_state_term = state_term[first_state:last_state]
-        x = draws[0][rows].clone()
-        for draw_index, t in enumerate(reversed(range(schedule.n_steps)), start=1):
-            recip, recipm1, coef_x0, coef_xt, std = schedule.reverse_coefficients[t]
-            hidden = th.mm(x, w_action_t, out=first_hidden[: x.shape[0] * hidden_width].view(x.shape[0], hidden_width))
-            hidden.view(chunk_states, n_per_state, hidden_width).add_(chunk_state_term).add_(time_terms[t])
-            eps = run_tail(hidden)
-            # eps lives in the runner's reused buffers: x0 overwrites it, x keeps its own storage.
-            x0 = eps.mul_(-recipm1).add_(x, alpha=recip).clamp_(-1.0, 1.0)
-            x.mul_(coef_xt).add_(x0, alpha=coef_x0)
-            if t > 0:
-                x.add_(draws[draw_index][rows], alpha=std)
-        actions[rows] = x.clamp_(-1.0, 1.0)
-    return actions
-
-
-def _small_batch_chain(
-    noise_net: NoisePredictionNet,
-    schedule: DiffusionSchedule,
-    state_term: th.Tensor,
-    time_terms: th.Tensor,
-    w_action_t: th.Tensor,
-    draws: list[th.Tensor],
-    n_per_state: int,
-) -> th.Tensor:
-    """
-    The chain for a few rows (acting, TD targets), where per-operation overhead dominates: the
-    first layer's state + time terms are expanded to every row and step up front (one addmm per
-    step remains), the noise is pre-scaled, and the layers' transposed weights are taken once.
-    """
-    n_states, _, hidden_width = state_term.shape
-    n_rows = n_states * n_per_state
-    conditioning = (state_term.unsqueeze(0) + time_terms.view(-1, 1, 1, hidden_width)).expand(-1, -1, n_per_state, -1)
-    conditioning = conditioning.reshape(schedule.n_steps, n_rows, hidden_width)
-    stds = th.tensor([coefficients[4] for coefficients in schedule.reverse_coefficients], dtype=state_term.dtype)
-    scaled_noise = th.stack(draws[1:]) * stds.flip(0)[:-1].to(state_term.device).view(-1, 1, 1) if len(draws) > 1 else None
-    layers = [(layer.weight.t(), layer.bias) if isinstance(layer, nn.Linear) else layer for layer in list(noise_net.body)[1:]]
-    x = draws[0]
-    for draw_index, t in enumerate(reversed(range(schedule.n_steps))):
-        recip, recipm1, coef_x0, coef_xt, _ = schedule.reverse_coefficients[t]
-        hidden = th.addmm(conditioning[t], x, w_action_t)
-        for layer in layers:
-            if isinstance(layer, tuple):
-                weight_t, bias = layer
-                hidden = th.addmm(bias, hidden, weight_t) if bias is not None else th.mm(hidden, weight_t)
-            else:
-                hidden = layer(hidden)
-        x0 = hidden.mul_(-recipm1).add_(x, alpha=recip).clamp_(-1.0, 1.0)
-        if t > 0:
-            assert scaled_noise is not None
-            x = th.add(scaled_noise[draw_index], x, alpha=coef_xt).add_(x0, alpha=coef_x0)
-        else:
-            x = x0.mul_(coef_x0).add_(x, alpha=coef_xt)
     return x.clamp_(-1.0, 1.0)
 
 

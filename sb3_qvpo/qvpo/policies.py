@@ -27,7 +27,7 @@ from sb3_qvpo.diffusion import (
     truncated_normal_init,
 )
 from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_by_inputs
-from sb3_qvpo.diffusion.sampler import SMALL_BATCH_ROWS, default_chunk_rows
+from sb3_qvpo.diffusion.fast_sampler import SMALL_BATCH_ROWS, default_chunk_rows
 
 DEFAULT_NET_ARCH = [256, 256, 256]
 
