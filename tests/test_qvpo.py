@@ -19,8 +19,8 @@ from torch.nn import functional as F
 
 import sb3_qvpo.qvpo.qvpo as qvpo_module
 from sb3_qvpo import QVPO
+from sb3_qvpo.common.checks import check_action_space
 from sb3_qvpo.qvpo.entropy import FlooredLinearSchedule
-from sb3_qvpo.qvpo.qvpo import check_action_space
 
 # --- argument checks ---------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 import io
 import math
 import pathlib
-import zipfile
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -17,7 +16,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
 from torch.nn import functional as F
 
-from sb3_qvpo.common.checks import check_count
+from sb3_qvpo.common.checks import check_action_space, check_count, check_finite, check_model_archive
 from sb3_qvpo.qvpo.entropy import EntropyCoef, make_entropy_schedule
 from sb3_qvpo.qvpo.policies import (
     CnnPolicy,
@@ -34,62 +33,6 @@ SelfQVPO = TypeVar("SelfQVPO", bound="QVPO")
 
 # Policy kwargs that QVPO sets from its own parameters.
 _ALGORITHM_OWNED_POLICY_KWARGS = ("n_behavior_samples", "n_eval_samples")
-
-
-def check_action_space(action_space: spaces.Space) -> None:
-    """A diffusion model over [-1, 1]^d needs a bounded Box; say so before SB3 asserts."""
-    if not isinstance(action_space, spaces.Box):
-        raise ValueError(
-            f"QVPO needs a continuous (Box) action space, got {action_space}: "
-            "Discrete, MultiDiscrete and MultiBinary spaces are not supported"
-        )
-    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
-        raise ValueError(
-            f"QVPO needs a Box action space with finite bounds (actions are scaled to [-1, 1]), got {action_space}"
-        )
-
-
-def check_finite(name: str, value: np.ndarray | dict[str, np.ndarray], timestep: int) -> None:
-    """
-    Raise before a NaN or inf observation or reward reaches the replay buffer: one such transition
-    turns every network weight into NaN within a few updates, and the actions into NaN with them.
-    """
-    arrays = value.items() if isinstance(value, dict) else [(None, value)]
-    for key, array in arrays:
-        array = np.asarray(array)
-        if not np.issubdtype(array.dtype, np.floating) or np.isfinite(array).all():
-            continue
-        label = name if key is None else f"{name}[{key!r}]"
-        kind = "nan" if np.isnan(array).any() else "inf"
-        raise ValueError(
-            f"QVPO got a non-finite {label} ({kind}) at timestep {timestep}; it was not stored, as it would corrupt "
-            "the networks. Fix the environment, or wrap it in VecCheckNan(venv, raise_exception=True) to find the step"
-        )
-
-
-def check_model_archive(path: str | pathlib.Path | io.BufferedIOBase) -> None:
-    """
-    Name the problem when a saved model is truncated or is not an SB3 archive. (A truncated archive can
-    make zipfile read the archive nested in one of its .pth entries, and SB3 then reports "No data found".)
-    """
-    if not isinstance(path, str | pathlib.Path):
-        return
-    path = pathlib.Path(path)
-    if not path.exists() and pathlib.Path(f"{path}.zip").exists():
-        path = pathlib.Path(f"{path}.zip")
-    if not path.is_file():
-        return  # SB3 raises FileNotFoundError
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-    except zipfile.BadZipFile:
-        names = set()
-    missing = [name for name in ("data", "policy.pth") if name not in names]
-    if missing:
-        raise ValueError(
-            f"{path} is not a complete saved model (no {' or '.join(missing)} entry in a zip archive): "
-            "the file is truncated, corrupt, or was not written by `save`"
-        )
 
 
 class QVPO(OffPolicyAlgorithm):
