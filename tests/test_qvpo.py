@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from helpers import AsymmetricBoxEnv, GoalDictEnv, GoalReachEnv, tiny_kwargs
+from helpers import AsymmetricBoxEnv, GoalDictEnv, tiny_kwargs
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
-from stable_baselines3.her import HerReplayBuffer
 from torch.nn import functional as F
 
 import sb3_qvpo.qvpo.qvpo as qvpo_module
@@ -194,20 +193,6 @@ def test_learn_dict_observations(tmp_path: Path, n_envs: int) -> None:
     actions, _ = model.predict(env.reset(), deterministic=False)
     assert actions.shape == (n_envs, 2)
     assert np.all(np.abs(actions) <= 1.0)
-
-
-def test_learn_with_her() -> None:
-    env = make_vec_env(GoalReachEnv, n_envs=1, seed=0)
-    model = QVPO(
-        "MultiInputPolicy",
-        env,
-        replay_buffer_class=HerReplayBuffer,
-        replay_buffer_kwargs=dict(n_sampled_goal=2, goal_selection_strategy="future"),
-        seed=0,
-        **tiny_kwargs(),
-    )
-    model.learn(150)
-    assert model._n_updates > 0
 
 
 def test_learn_with_n_step_returns() -> None:
