@@ -7,7 +7,7 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_qvpo.diffusion.fast_ops import LayerRunner, split_linear_by_inputs
+from sb3_qvpo.diffusion.fast_ops import LayerRunner, fused_mish, split_linear_by_inputs
 from sb3_qvpo.diffusion.noise_net import NoisePredictionNet
 from sb3_qvpo.diffusion.schedules import DiffusionSchedule
 
@@ -120,6 +120,8 @@ def _small_batch_chain(
             if isinstance(layer, tuple):
                 weight_t, bias = layer
                 hidden = th.addmm(bias, hidden, weight_t) if bias is not None else th.mm(hidden, weight_t)
+            elif isinstance(layer, nn.Mish):
+                hidden = fused_mish(hidden)  # torch's Mish below its size threshold
             else:
                 hidden = layer(hidden)
         x0 = hidden.mul_(-recipm1).add_(x, alpha=recip).clamp_(-1.0, 1.0)
