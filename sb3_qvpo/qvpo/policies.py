@@ -210,7 +210,7 @@ class QVPOPolicy(BasePolicy):
         same observation and weights always give the same action
     :param optimizer_kwargs: defaults to Adam's ``eps=1e-5`` (release)
     :param fast_path: sample and score candidates with the gradient-free fast path (first layers
-        split by input, Mish in place): the same functions with fewer passes over memory.
+        split by input, cache-sized chunks, fused Mish): the same functions with less work.
         False runs the plain reference modules.
     """
 
