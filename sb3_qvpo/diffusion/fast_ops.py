@@ -77,13 +77,12 @@ class LayerRunner:
     """
     Runs a stack of Linear / activation layers (as in an ``nn.Sequential``) on up to ``max_rows``
     rows, writing every intermediate into buffers allocated once, so repeated calls allocate nothing.
-    Mish runs fused (``fuse``, see :data:`fused_mish`) or in place; other activations run as they are.
-    Gradient-free: call under ``no_grad``.
+    Mish runs fused (see :data:`fused_mish`; the scratch buffers serve its eager fallback); other
+    activations run as they are. Gradient-free: call under ``no_grad``.
     """
 
-    def __init__(self, layers: list[nn.Module], max_rows: int, reference: th.Tensor, fuse: bool = True):
+    def __init__(self, layers: list[nn.Module], max_rows: int, reference: th.Tensor):
         self.layers = layers
-        self.fuse = fuse
         # Activations may come before the first Linear: its input width counts too.
         widths = [max(layer.in_features, layer.out_features) for layer in layers if isinstance(layer, nn.Linear)]
         width = max(widths, default=1)
@@ -104,17 +103,17 @@ class LayerRunner:
             elif isinstance(layer, nn.Mish):
                 width = hidden.shape[1]
                 scratch = (_rows_view(self.scratch[0], n_rows, width), _rows_view(self.scratch[1], n_rows, width))
-                hidden = fused_mish(hidden, scratch) if self.fuse else mish_(hidden, scratch)
+                hidden = fused_mish(hidden, scratch)
             else:
                 hidden = layer(hidden)
         return hidden
 
 
-def run_layers_(layers: nn.Sequential | list[nn.Module], hidden: th.Tensor, fuse: bool = True) -> th.Tensor:
-    """Apply Linear/activation layers once (gradient-free, Mish fused or in place)."""
+def run_layers_(layers: nn.Sequential | list[nn.Module], hidden: th.Tensor) -> th.Tensor:
+    """Apply Linear/activation layers once (gradient-free, Mish fused)."""
     for layer in layers:
         if isinstance(layer, nn.Mish):
-            hidden = fused_mish(hidden) if fuse else mish_(hidden)
+            hidden = fused_mish(hidden)
         elif isinstance(layer, nn.Linear):
             hidden = F.linear(hidden, layer.weight, layer.bias)
         else:
@@ -130,3 +129,12 @@ def split_linear_by_inputs(layer: nn.Linear, sizes: list[int]) -> list[th.Tensor
     if sum(sizes) != layer.in_features:
         raise ValueError(f"Input sizes {sizes} do not add up to the layer's {layer.in_features} inputs")
     return list(th.split(layer.weight, sizes, dim=1))
+
+
+def state_chunks(n_states: int, n_per_state: int, chunk_rows: int | None) -> list[slice]:
+    """
+    Consecutive groups of states holding about ``chunk_rows`` rows each (at least one state per
+    group; None: one group), so a chunk's activations stay in cache.
+    """
+    states_per_chunk = n_states if chunk_rows is None else max(1, chunk_rows // n_per_state)
+    return [slice(first, min(first + states_per_chunk, n_states)) for first in range(0, n_states, states_per_chunk)]

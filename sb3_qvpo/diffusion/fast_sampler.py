@@ -7,7 +7,7 @@ import torch as th
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_qvpo.diffusion.fast_ops import LayerRunner, fused_mish, split_linear_by_inputs
+from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_by_inputs, state_chunks
 from sb3_qvpo.diffusion.noise_net import NoisePredictionNet
 from sb3_qvpo.diffusion.schedules import DiffusionSchedule
 
@@ -65,17 +65,16 @@ def sample_actions_fast(
         return _small_batch_chain(noise_net, schedule, state_term, time_terms, w_action.t(), draws, n_per_state)
 
     actions = th.empty(shape, device=features.device, dtype=features.dtype)
-    states_per_chunk = n_states if chunk_rows is None else max(1, chunk_rows // n_per_state)
-    max_chunk_rows = min(states_per_chunk, n_states) * n_per_state
+    chunks = state_chunks(n_states, n_per_state, chunk_rows)
+    max_chunk_rows = (chunks[0].stop - chunks[0].start) * n_per_state
     hidden_width = first_layer.out_features
     w_action_t = w_action.t()
     run_tail = LayerRunner(list(noise_net.body)[1:], max_chunk_rows, features)
     first_hidden = th.empty(max_chunk_rows * hidden_width, device=features.device, dtype=features.dtype)
-    for first_state in range(0, n_states, states_per_chunk):
-        last_state = min(first_state + states_per_chunk, n_states)
-        rows = slice(first_state * n_per_state, last_state * n_per_state)
-        chunk_states = last_state - first_state
-        chunk_state_term = state_term[first_state:last_state]
+    for states in chunks:
+        rows = slice(states.start * n_per_state, states.stop * n_per_state)
+        chunk_states = states.stop - states.start
+        chunk_state_term = state_term[states]
         x = draws[0][rows].clone()
         for draw_index, t in enumerate(reversed(range(schedule.n_steps)), start=1):
             recip, recipm1, coef_x0, coef_xt, std = schedule.reverse_coefficients[t]
@@ -103,7 +102,7 @@ def _small_batch_chain(
     """
     The chain for a few rows (acting, TD targets), where per-operation overhead dominates: the
     first layer's state + time terms are expanded to every row and step up front (one addmm per
-    step remains), the noise is pre-scaled, and the layers' transposed weights are taken once.
+    step remains) and the noise is pre-scaled.
     """
     n_states, _, hidden_width = state_term.shape
     n_rows = n_states * n_per_state
@@ -111,19 +110,11 @@ def _small_batch_chain(
     conditioning = conditioning.reshape(schedule.n_steps, n_rows, hidden_width)
     stds = th.tensor([coefficients[4] for coefficients in schedule.reverse_coefficients], dtype=state_term.dtype)
     scaled_noise = th.stack(draws[1:]) * stds.flip(0)[:-1].to(state_term.device).view(-1, 1, 1) if len(draws) > 1 else None
-    layers = [(layer.weight.t(), layer.bias) if isinstance(layer, nn.Linear) else layer for layer in list(noise_net.body)[1:]]
+    tail = list(noise_net.body)[1:]
     x = draws[0]
     for draw_index, t in enumerate(reversed(range(schedule.n_steps))):
         recip, recipm1, coef_x0, coef_xt, _ = schedule.reverse_coefficients[t]
-        hidden = th.addmm(conditioning[t], x, w_action_t)
-        for layer in layers:
-            if isinstance(layer, tuple):
-                weight_t, bias = layer
-                hidden = th.addmm(bias, hidden, weight_t) if bias is not None else th.mm(hidden, weight_t)
-            elif isinstance(layer, nn.Mish):
-                hidden = fused_mish(hidden)  # torch's Mish below its size threshold
-            else:
-                hidden = layer(hidden)
+        hidden = run_layers_(tail, th.addmm(conditioning[t], x, w_action_t))
         x0 = hidden.mul_(-recipm1).add_(x, alpha=recip).clamp_(-1.0, 1.0)
         if t > 0:
             assert scaled_noise is not None

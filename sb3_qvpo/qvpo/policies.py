@@ -26,7 +26,7 @@ from sb3_qvpo.diffusion import (
     sample_actions_fast,
     truncated_normal_init,
 )
-from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_by_inputs
+from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_by_inputs, state_chunks
 from sb3_qvpo.diffusion.fast_sampler import SMALL_BATCH_ROWS, default_chunk_rows
 
 DEFAULT_NET_ARCH = [256, 256, 256]
@@ -157,13 +157,11 @@ def _candidate_q(q_net: nn.Module, critic_features: th.Tensor, grouped: th.Tenso
         # Acting and TD targets: few rows, per-operation overhead dominates; no chunks or buffers.
         hidden = th.matmul(grouped, w_action.t()).add_(state_term)
         return run_layers_(layers[1:], hidden).squeeze(-1)
-    chunk_rows = default_chunk_rows(grouped.device) or n_states * n_per_state
-    states_per_chunk = max(1, chunk_rows // n_per_state)
-    run_tail = LayerRunner(layers[1:], min(states_per_chunk, n_states) * n_per_state, grouped)
+    chunks = state_chunks(n_states, n_per_state, default_chunk_rows(grouped.device))
+    run_tail = LayerRunner(layers[1:], (chunks[0].stop - chunks[0].start) * n_per_state, grouped)
     q_values = th.empty(n_states, n_per_state, device=grouped.device, dtype=grouped.dtype)
     # Chunks of rows keep the hidden activations in cache (see sample_actions_fast).
-    for first_state in range(0, n_states, states_per_chunk):
-        states = slice(first_state, min(first_state + states_per_chunk, n_states))
+    for states in chunks:
         hidden = th.matmul(grouped[states], w_action.t()).add_(state_term[states])
         q_values[states] = run_tail(hidden.view(-1, hidden.shape[-1])).view(-1, n_per_state)
     return q_values
