@@ -10,6 +10,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -311,6 +312,18 @@ class QVPO(OffPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        check_finite("observation", self._last_obs, self.num_timesteps)  # type: ignore[arg-type]
+        return result
+
     def _store_transition(
         self,
         replay_buffer: ReplayBuffer,
@@ -320,7 +333,8 @@ class QVPO(OffPolicyAlgorithm):
         dones: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
-        check_finite("observation", self._last_obs, self.num_timesteps)  # type: ignore[arg-type]
+        # Each step's new_obs becomes the next step's last observation: checking it once suffices
+        # (the first observation of a run is checked in _setup_learn).
         check_finite("observation", new_obs, self.num_timesteps)
         check_finite("reward", reward, self.num_timesteps)
         for done, info in zip(dones, infos, strict=True):
