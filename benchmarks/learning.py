@@ -1,0 +1,208 @@
+"""
+Learning curves of QVPO, SAC and TD3 on the same tasks, budgets and seeds, trained with rl-zoo3.
+
+Every run is one ``python -m sb3_qvpo.train`` call (rl-zoo3's train script with QVPO registered),
+evaluated every ``eval_freq`` steps on 10 episodes with each algorithm's own deterministic policy.
+SAC and TD3 take rl-zoo3's tuned hyper-parameters (the entry named in ``ZOO_ENTRIES``: the zoo
+tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO takes
+``benchmarks/hyperparams/qvpo_cpu.yml``, settings a 2-core CPU can afford. The hyper-parameter files
+actually used are written next to the results.
+
+    python benchmarks/learning.py run --tasks Pendulum-v1 InvertedDoublePendulum-v5 Hopper-v5 --jobs 2
+    python benchmarks/learning.py report
+
+``run`` skips runs whose evaluations are already saved, so it can be stopped and resumed.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCHMARKS_DIR / "results" / "learning"
+QVPO_CPU_CONF = BENCHMARKS_DIR / "hyperparams" / "qvpo_cpu.yml"
+ALGOS = ("qvpo", "sac", "td3")
+
+# Budget (environment steps) and evaluation interval per task.
+TASK_BUDGETS = {
+    "Pendulum-v1": (20_000, 1_000),
+    "InvertedDoublePendulum-v5": (30_000, 2_500),
+    "Hopper-v5": (60_000, 5_000),
+}
+
+# The rl-zoo3 entry whose tuned hyper-parameters SAC and TD3 use on each task.
+ZOO_ENTRIES = {
+    "Pendulum-v1": "Pendulum-v1",
+    "InvertedDoublePendulum-v5": "InvertedDoublePendulumBulletEnv-v0",
+    "Hopper-v5": "Hopper-v4",
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    task: str
+    algo: str
+    seed: int
+
+    @property
+    def evaluations_path(self) -> Path:
+        return RESULTS_DIR / self.task / f"{self.algo}_seed{self.seed}.npz"
+
+    @property
+    def wall_time_path(self) -> Path:
+        return RESULTS_DIR / self.task / f"{self.algo}_seed{self.seed}.json"
+
+
+def write_zoo_conf(algo: str, tasks: list[str]) -> Path:
+    """Copy rl-zoo3's tuned entries under the task names we run, so the zoo reads exactly them."""
+    import rl_zoo3
+
+    with open(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml") as file:
+        zoo_hyperparams = yaml.safe_load(file)
+    conf = {task: dict(zoo_hyperparams[ZOO_ENTRIES[task]]) for task in tasks}
+    path = RESULTS_DIR / "hyperparams" / f"{algo}.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# Written by benchmarks/learning.py from rl-zoo3 {rl_zoo3.__version__}'s {algo}.yml; entries used:\n"
+    header += "".join(f"#   {task} <- {ZOO_ENTRIES[task]}\n" for task in tasks)
+    path.write_text(header + yaml.safe_dump(conf, sort_keys=True))
+    return path
+
+
+def conf_file(algo: str, tasks: list[str]) -> Path:
+    if algo == "qvpo":
+        path = RESULTS_DIR / "hyperparams" / "qvpo.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(QVPO_CPU_CONF, path)
+        return path
+    return write_zoo_conf(algo, tasks)
+
+
+def train(run: Run, conf: Path, log_root: Path) -> str:
+    budget, eval_freq = TASK_BUDGETS[run.task]
+    log_folder = log_root / run.task / f"{run.algo}_seed{run.seed}"
+    shutil.rmtree(log_folder, ignore_errors=True)
+    command = [
+        sys.executable, "-m", "sb3_qvpo.train",
+        "--algo", run.algo, "--env", run.task, "--conf-file", str(conf),
+        "-n", str(budget), "--seed", str(run.seed),
+        "--eval-freq", str(eval_freq), "--eval-episodes", "10", "--n-eval-envs", "1",
+        "--num-threads", "1", "--device", "cpu", "-f", str(log_folder), "--verbose", "0",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall_seconds = time.perf_counter() - start
+    if completed.returncode != 0:
+        return f"FAILED {run}: {completed.stderr[-2000:]}"
+    (evaluations,) = log_folder.glob(f"{run.algo}/{run.task}_*/evaluations.npz")
+    run.evaluations_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(evaluations, run.evaluations_path)
+    run.wall_time_path.write_text(json.dumps({"wall_seconds": wall_seconds, "command": " ".join(command[1:])}))
+    final = np.load(run.evaluations_path)["results"][-1].mean()
+    return f"{run.task} {run.algo} seed {run.seed}: final eval {final:.1f}, {wall_seconds:.0f} s"
+
+
+def run_all(tasks: list[str], algos: list[str], seeds: list[int], jobs: int, log_root: Path) -> None:
+    confs = {algo: conf_file(algo, list(TASK_BUDGETS)) for algo in algos}
+    # Longest tasks first so the two workers finish together.
+    pending = [
+        Run(task, algo, seed)
+        for task in sorted(tasks, key=lambda name: -TASK_BUDGETS[name][0])
+        for seed in seeds
+        for algo in algos
+        if not Run(task, algo, seed).evaluations_path.exists()
+    ]
+    print(f"{len(pending)} runs to do with {jobs} parallel jobs (1 torch thread each)", flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for message in pool.map(lambda run: train(run, confs[run.algo], log_root), pending):
+            print(message, flush=True)
+
+
+def load_curves(task: str, algo: str) -> tuple[np.ndarray, np.ndarray, list[float]] | None:
+    """Steps, per-seed mean evaluation returns (seeds x evaluations) and per-seed wall times."""
+    paths = sorted((RESULTS_DIR / task).glob(f"{algo}_seed*.npz"))
+    if not paths:
+        return None
+    loaded = [np.load(path) for path in paths]
+    n_points = min(len(data["timesteps"]) for data in loaded)
+    steps = loaded[0]["timesteps"][:n_points]
+    returns = np.stack([data["results"][:n_points].mean(axis=1) for data in loaded])
+    walls = [json.loads(path.with_suffix(".json").read_text())["wall_seconds"] for path in paths]
+    return steps, returns, walls
+
+
+def report() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "# Learning curves: QVPO vs SAC vs TD3",
+        "",
+        "Written by `python benchmarks/learning.py report` from the runs of `python benchmarks/learning.py run`.",
+        "Each evaluation: 10 episodes with the algorithm's deterministic policy. Final = last evaluation;",
+        "best = highest evaluation during training (the paper's Table 1 metric); both are mean ± std over seeds.",
+        "Wall time: mean seconds per run (training + evaluations), 1 torch thread, two runs at a time on 2 cores.",
+        "",
+        "| task | budget (steps) | algorithm | seeds | final return | best return | wall time per run (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task in TASK_BUDGETS:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for algo in ALGOS:
+            curves = load_curves(task, algo)
+            if curves is None:
+                continue
+            steps, returns, walls = curves
+            mean, std = returns.mean(axis=0), returns.std(axis=0)
+            axis.plot(steps, mean, label=f"{algo.upper()} ({len(returns)} seeds)")
+            axis.fill_between(steps, mean - std, mean + std, alpha=0.25)
+            final, best = returns[:, -1], returns.max(axis=1)
+            lines.append(
+                f"| {task} | {TASK_BUDGETS[task][0]:,} | {algo.upper()} | {len(returns)} "
+                f"| {final.mean():.1f} ± {final.std():.1f} | {best.mean():.1f} ± {best.std():.1f} | {np.mean(walls):.0f} |"
+            )
+        if not axis.lines:
+            plt.close(figure)
+            continue
+        axis.set_title(task)
+        axis.set_xlabel("environment steps")
+        axis.set_ylabel("evaluation return (10 episodes)")
+        axis.legend()
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(RESULTS_DIR / f"{task}.png", dpi=100)
+        plt.close(figure)
+    (RESULTS_DIR / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="train the missing runs")
+    run_parser.add_argument("--tasks", nargs="+", default=list(TASK_BUDGETS), choices=list(TASK_BUDGETS))
+    run_parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    run_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    run_parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
+    run_parser.add_argument("--log-folder", type=Path, default=Path("logs/learning"), help="rl-zoo3 logs (not committed)")
+    commands.add_parser("report", help="plots and table from the saved evaluations")
+    args = parser.parse_args()
+    if args.command == "run":
+        run_all(args.tasks, args.algos, args.seeds, args.jobs, args.log_folder)
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()

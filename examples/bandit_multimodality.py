@@ -1,0 +1,178 @@
+"""
+The paper's Figure 2: QVPO's diffusion policy on a continuous bandit with three reward peaks.
+
+Each run trains QVPO on ``MultiPeakBanditEnv`` (w = 1.5, sigma = 0.1, centres (-1.35, 0.65),
+(-0.65, 1.35), (-1.61, 1.61); actions in [-2.5, 2.5]^2) and, at several points of training, draws
+1,000 actions from the diffusion policy itself (plain samples, not the best-of-K behaviour policy)
+and plots them over the reward's contour lines. Four settings: with and without the entropy term
+(N_e uniform actions per state), with few (T = 5) and many (T = 20) diffusion steps.
+
+    python examples/bandit_multimodality.py --seeds 0 1 2
+
+writes ``benchmarks/results/bandit/figure2.png`` (first seed) and ``bandit.md`` / ``bandit.json``
+(per seed and snapshot: mean reward of the samples and the share of samples on each peak).
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_qvpo import QVPO
+from sb3_qvpo.envs import MultiPeakBanditEnv
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "bandit"
+RANDOM_STEPS = 500
+SNAPSHOT_UPDATES = (0, 250, 500, 1000, 2000, 4000)
+N_PLOTTED_SAMPLES = 1_000
+# A sample counts as "on" a peak when it lies within 3 sigma of the peak's centre.
+ON_PEAK_RADIUS = 0.3
+
+SETTINGS = {
+    "T=20, entropy": dict(n_diffusion_steps=20, n_uniform_samples=10),
+    "T=20, no entropy": dict(n_diffusion_steps=20, n_uniform_samples=0),
+    "T=5, entropy": dict(n_diffusion_steps=5, n_uniform_samples=10),
+    "T=5, no entropy": dict(n_diffusion_steps=5, n_uniform_samples=0),
+}
+
+
+class PolicySnapshots(BaseCallback):
+    """Draws actions from the diffusion policy after given numbers of gradient updates."""
+
+    def __init__(self, updates: tuple[int, ...], n_samples: int, seed: int):
+        super().__init__()
+        self.pending = sorted(updates)
+        self.n_samples = n_samples
+        self.seed = seed
+        self.snapshots: dict[int, np.ndarray] = {}
+
+    def _on_step(self) -> bool:
+        updates = max(0, self.num_timesteps - RANDOM_STEPS)
+        while self.pending and updates >= self.pending[0]:
+            self.snapshots[self.pending.pop(0)] = self.draw()
+        return bool(self.pending)
+
+    def draw(self) -> np.ndarray:
+        policy = self.model.policy
+        observation = th.zeros((1, 1), device=policy.device)
+        generator = th.Generator(device=policy.device).manual_seed(self.seed)
+        with th.no_grad():
+            features = policy.actor.extract_features(observation, policy.actor.features_extractor)
+            actions = policy.actor.sample(features, generator, n_per_state=self.n_samples)
+        return policy.unscale_action(actions.cpu().numpy())
+
+
+def train_setting(setting: dict[str, int], seed: int) -> tuple[dict[int, np.ndarray], float]:
+    env = MultiPeakBanditEnv()
+    model = QVPO(
+        "MlpPolicy",
+        env,
+        learning_starts=RANDOM_STEPS,
+        batch_size=128,
+        learning_rate=1e-3,
+        actor_learning_rate=1e-3,
+        n_action_samples=16,
+        n_uniform_samples=setting["n_uniform_samples"],
+        policy_kwargs=dict(net_arch=[128, 128], n_diffusion_steps=setting["n_diffusion_steps"]),
+        seed=seed,
+    )
+    snapshots = PolicySnapshots(SNAPSHOT_UPDATES, N_PLOTTED_SAMPLES, seed)
+    start = time.perf_counter()
+    model.learn(RANDOM_STEPS + max(SNAPSHOT_UPDATES) + 1, callback=snapshots)
+    return snapshots.snapshots, time.perf_counter() - start
+
+
+def summarise(env: MultiPeakBanditEnv, actions: np.ndarray) -> dict[str, float | list[float]]:
+    distances = np.linalg.norm(actions[:, None, :] - env.centers[None], axis=-1)
+    return {
+        "mean_reward": float(env.reward(actions).mean()),
+        "share_on_each_peak": [float(share) for share in (distances < ON_PEAK_RADIUS).mean(axis=0)],
+    }
+
+
+def plot(env: MultiPeakBanditEnv, snapshots: dict[str, dict[int, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bound = float(env.action_space.high[0])
+    grid = np.linspace(-bound, bound, 300)
+    xx, yy = np.meshgrid(grid, grid)
+    reward = env.reward(np.stack([xx, yy], axis=-1))
+    figure, axes = plt.subplots(
+        len(snapshots), len(SNAPSHOT_UPDATES), figsize=(2.6 * len(SNAPSHOT_UPDATES), 2.6 * len(snapshots))
+    )
+    for row, (name, by_update) in enumerate(snapshots.items()):
+        for column, updates in enumerate(SNAPSHOT_UPDATES):
+            axis = axes[row, column]
+            axis.contour(xx, yy, reward, levels=[1.0, 5.0, 15.0], colors="grey", linewidths=0.7)
+            actions = by_update[updates]
+            axis.scatter(actions[:, 0], actions[:, 1], s=2, alpha=0.4, color="tab:blue")
+            axis.set_xlim(-bound, bound)
+            axis.set_ylim(-bound, bound)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(f"{updates} updates")
+            if column == 0:
+                axis.set_ylabel(name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    th.set_num_threads(args.threads)
+    env = MultiPeakBanditEnv()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results: list[dict] = []
+    first_seed_snapshots: dict[str, dict[int, np.ndarray]] = {}
+    for seed in args.seeds:
+        for name, setting in SETTINGS.items():
+            snapshots, seconds = train_setting(setting, seed)
+            if seed == args.seeds[0]:
+                first_seed_snapshots[name] = snapshots
+            for updates, actions in sorted(snapshots.items()):
+                results.append({"setting": name, "seed": seed, "updates": updates, **summarise(env, actions)})
+            final = results[-1]
+            print(f"seed {seed} {name}: {seconds:.0f} s, final mean reward {final['mean_reward']:.2f}, "
+                  f"share on peaks {np.round(final['share_on_each_peak'], 2).tolist()}", flush=True)  # fmt: skip
+    plot(env, first_seed_snapshots, RESULTS_DIR / "figure2.png")
+    (RESULTS_DIR / "bandit.json").write_text(json.dumps(results, indent=1))
+    write_table(results, env, args.seeds)
+
+
+def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int]) -> None:
+    """Mean over seeds at the last snapshot; a peak counts as covered when >= 5% of samples sit on it."""
+    last = max(SNAPSHOT_UPDATES)
+    lines = [
+        f"# Continuous bandit (paper's Figure 2), {last} updates, seeds {seeds}",
+        "",
+        "Written by `python examples/bandit_multimodality.py --seeds " + " ".join(map(str, seeds)) + "`.",
+        f"Uniform policy's mean reward: {env.uniform_mean_reward():.3f}; a peak's top: "
+        f"{env.weight / (2 * np.pi * env.sigma**2):.1f}. Samples: {N_PLOTTED_SAMPLES} plain diffusion-policy draws.",
+        "",
+        "| setting | mean reward of samples | share on any peak | peaks covered (>= 5% of samples) per seed |",
+        "|---|---|---|---|",
+    ]
+    for name in SETTINGS:
+        rows = [row for row in results if row["setting"] == name and row["updates"] == last]
+        rewards = [row["mean_reward"] for row in rows]
+        on_any = [sum(row["share_on_each_peak"]) for row in rows]
+        covered = [sum(share >= 0.05 for share in row["share_on_each_peak"]) for row in rows]
+        lines.append(f"| {name} | {np.mean(rewards):.2f} ± {np.std(rewards):.2f} | {np.mean(on_any):.2f} | {covered} |")
+    (RESULTS_DIR / "bandit.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The scripts behind the committed evidence: the learning benchmark and the bandit picture."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import yaml
+
+from sb3_qvpo import QVPO
+from sb3_qvpo.envs import PAPER_PEAK_CENTERS, MultiPeakBanditEnv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_script(relative_path: str) -> ModuleType:
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def learning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    module = load_script("benchmarks/learning.py")
+    monkeypatch.setattr(module, "RESULTS_DIR", tmp_path)
+    return module
+
+
+@pytest.fixture
+def bandit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    module = load_script("examples/bandit_multimodality.py")
+    monkeypatch.setattr(module, "RESULTS_DIR", tmp_path)
+    return module
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+def test_baselines_take_rl_zoo_tuned_entries(learning: ModuleType, algo: str) -> None:
+    import rl_zoo3
+
+    with open(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml") as file:
+        zoo = yaml.safe_load(file)
+    conf = yaml.safe_load(learning.write_zoo_conf(algo, list(learning.TASK_BUDGETS)).read_text())
+    assert set(conf) == set(learning.TASK_BUDGETS)
+    for task, entry in learning.ZOO_ENTRIES.items():
+        assert conf[task] == zoo[entry]
+
+
+def test_qvpo_cpu_settings_cover_every_task_and_build(learning: ModuleType) -> None:
+    conf = yaml.safe_load(learning.QVPO_CPU_CONF.read_text())
+    assert set(conf) == set(learning.TASK_BUDGETS)
+    for task, entry in conf.items():
+        kwargs = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy")}
+        kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"])  # the zoo's own convention for this field
+        model = QVPO(entry["policy"], task, **kwargs)
+        assert model.n_action_samples == entry["n_action_samples"]
+
+
+def test_report_summarises_final_and_best_over_seeds(learning: ModuleType) -> None:
+    task = "Pendulum-v1"
+    (learning.RESULTS_DIR / task).mkdir()
+    per_seed_curves = {0: [-1000.0, -300.0, -400.0], 1: [-900.0, -200.0, -100.0]}
+    for seed, curve in per_seed_curves.items():
+        results = np.repeat(np.array(curve)[:, None], 10, axis=1)  # ten equal episodes per evaluation
+        np.savez(learning.RESULTS_DIR / task / f"qvpo_seed{seed}.npz", timesteps=np.array([1, 2, 3]) * 1000, results=results)
+        (learning.RESULTS_DIR / task / f"qvpo_seed{seed}.json").write_text(json.dumps({"wall_seconds": 10.0 * (seed + 1)}))
+    learning.report()
+    table = (learning.RESULTS_DIR / "README.md").read_text()
+    # final: mean(-400, -100) = -250, std 150; best: mean(-300, -100) = -200, std 100; wall mean 15 s.
+    assert "| Pendulum-v1 | 20,000 | QVPO | 2 | -250.0 ± 150.0 | -200.0 ± 100.0 | 15 |" in table
+    assert (learning.RESULTS_DIR / f"{task}.png").stat().st_size > 0
+    assert "SAC" not in table.split("|---|")[-1]  # no runs, no row
+
+
+def test_bandit_summary_counts_samples_on_each_peak(bandit: ModuleType) -> None:
+    env = MultiPeakBanditEnv()
+    centres = np.array(PAPER_PEAK_CENTERS)
+    actions = np.concatenate([np.repeat(centres[:1], 3, axis=0), centres[2:], np.array([[2.0, -2.0]] * 4)])
+    summary = bandit.summarise(env, actions)
+    assert summary["share_on_each_peak"] == [0.375, 0.0, 0.125]
+    assert summary["mean_reward"] == pytest.approx(env.reward(actions).mean())
+
+
+def test_bandit_snapshots_draw_policy_samples_inside_the_box(bandit: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bandit, "RANDOM_STEPS", 64)
+    monkeypatch.setattr(bandit, "SNAPSHOT_UPDATES", (0, 3))
+    monkeypatch.setattr(bandit, "N_PLOTTED_SAMPLES", 50)
+    snapshots, _ = bandit.train_setting(dict(n_diffusion_steps=3, n_uniform_samples=2), seed=0)
+    assert sorted(snapshots) == [0, 3]
+    for actions in snapshots.values():
+        assert actions.shape == (50, 2)
+        assert np.all(np.abs(actions) <= 2.5)
+    # The network changed between the two snapshots, and so did the samples drawn with the same seed.
+    assert not np.allclose(snapshots[0], snapshots[3])
