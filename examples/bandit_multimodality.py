@@ -7,7 +7,7 @@ Each run trains QVPO on ``MultiPeakBanditEnv`` (w = 1.5, sigma = 0.1, centres (-
 and plots them over the reward's contour lines. Four settings: with and without the entropy term
 (N_e uniform actions per state), with few (T = 5) and many (T = 20) diffusion steps.
 
-    python examples/bandit_multimodality.py --seeds 0 1 2
+    python examples/bandit_multimodality.py --seeds 0 1 2 --jobs 2
 
 writes ``benchmarks/results/bandit/figure2.png`` (first seed) and ``bandit.md`` / ``bandit.json``
 (per seed and snapshot: mean reward of the samples and the share of samples on each peak).
@@ -16,6 +16,7 @@ writes ``benchmarks/results/bandit/figure2.png`` (first seed) and ``bandit.md`` 
 import argparse
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ SNAPSHOT_UPDATES = (0, 250, 500, 1000, 2000, 4000)
 N_PLOTTED_SAMPLES = 1_000
 # A sample counts as "on" a peak when it lies within 3 sigma of the peak's centre.
 ON_PEAK_RADIUS = 0.3
+# How widely the policy still explores part-way through training: std of the samples, mean over dimensions.
+SPREAD_AT_UPDATES = 1000
 
 SETTINGS = {
     "T=20, entropy": dict(n_diffusion_steps=20, n_uniform_samples=10),
@@ -90,6 +93,7 @@ def summarise(env: MultiPeakBanditEnv, actions: np.ndarray) -> dict[str, float |
     distances = np.linalg.norm(actions[:, None, :] - env.centers[None], axis=-1)
     return {
         "mean_reward": float(env.reward(actions).mean()),
+        "spread": float(actions.std(axis=0).mean()),
         "share_on_each_peak": [float(share) for share in (distances < ON_PEAK_RADIUS).mean(axis=0)],
     }
 
@@ -113,8 +117,10 @@ def plot(env: MultiPeakBanditEnv, snapshots: dict[str, dict[int, np.ndarray]], p
             axis.contour(xx, yy, reward, levels=[1.0, 5.0, 15.0], colors="grey", linewidths=0.7)
             actions = by_update[updates]
             axis.scatter(actions[:, 0], actions[:, 1], s=2, alpha=0.4, color="tab:blue")
-            axis.set_xlim(-bound, bound)
-            axis.set_ylim(-bound, bound)
+            # The action box, drawn inside a margin so samples clamped to its edge stay visible.
+            axis.add_patch(plt.Rectangle((-bound, -bound), 2 * bound, 2 * bound, fill=False, linestyle=":", color="grey"))
+            axis.set_xlim(-1.06 * bound, 1.06 * bound)
+            axis.set_ylim(-1.06 * bound, 1.06 * bound)
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
@@ -129,31 +135,34 @@ def plot(env: MultiPeakBanditEnv, snapshots: dict[str, dict[int, np.ndarray]], p
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, in separate processes")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     env = MultiPeakBanditEnv()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     first_seed_snapshots: dict[str, dict[int, np.ndarray]] = {}
-    for seed in args.seeds:
-        for name, setting in SETTINGS.items():
-            snapshots, seconds = train_setting(setting, seed)
-            if seed == args.seeds[0]:
-                first_seed_snapshots[name] = snapshots
-            for updates, actions in sorted(snapshots.items()):
-                results.append({"setting": name, "seed": seed, "updates": updates, **summarise(env, actions)})
-            final = results[-1]
-            print(f"seed {seed} {name}: {seconds:.0f} s, final mean reward {final['mean_reward']:.2f}, "
-                  f"share on peaks {np.round(final['share_on_each_peak'], 2).tolist()}", flush=True)  # fmt: skip
-    plot(env, first_seed_snapshots, RESULTS_DIR / "figure2.png")
-    (RESULTS_DIR / "bandit.json").write_text(json.dumps(results, indent=1))
-    write_table(results, env, args.seeds)
+    runs = [(name, seed) for seed in args.seeds for name in SETTINGS]
+    with ProcessPoolExecutor(max_workers=args.jobs, initializer=th.set_num_threads, initargs=(args.threads,)) as pool:
+        trained = list(pool.map(train_setting, [SETTINGS[name] for name, _ in runs], [seed for _, seed in runs]))
+    for (name, seed), (snapshots, seconds) in zip(runs, trained, strict=True):
+        if seed == args.seeds[0]:
+            first_seed_snapshots[name] = snapshots
+        for updates, actions in sorted(snapshots.items()):
+            results.append({"setting": name, "seed": seed, "updates": updates, **summarise(env, actions)})
+        final = results[-1]
+        print(f"seed {seed} {name}: {seconds:.0f} s, final mean reward {final['mean_reward']:.2f}, "
+              f"share on peaks {np.round(final['share_on_each_peak'], 2).tolist()}", flush=True)  # fmt: skip
+    plot(env, first_seed_snapshots, args.results_dir / "figure2.png")
+    (args.results_dir / "bandit.json").write_text(json.dumps(results, indent=1))
+    write_table(results, env, args.seeds, args.results_dir)
 
 
-def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int]) -> None:
-    """Mean over seeds at the last snapshot; a peak counts as covered when >= 5% of samples sit on it."""
-    last = max(SNAPSHOT_UPDATES)
+def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int], results_dir: Path) -> None:
+    """Mean over seeds; a peak counts as covered when >= 5% of samples sit on it."""
+    last, middle = max(SNAPSHOT_UPDATES), SPREAD_AT_UPDATES
     lines = [
         f"# Continuous bandit (paper's Figure 2), {last} updates, seeds {seeds}",
         "",
@@ -161,16 +170,21 @@ def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int]) 
         f"Uniform policy's mean reward: {env.uniform_mean_reward():.3f}; a peak's top: "
         f"{env.weight / (2 * np.pi * env.sigma**2):.1f}. Samples: {N_PLOTTED_SAMPLES} plain diffusion-policy draws.",
         "",
-        "| setting | mean reward of samples | share on any peak | peaks covered (>= 5% of samples) per seed |",
-        "|---|---|---|---|",
+        f"| setting | spread of samples after {middle} updates | mean reward of samples | share on any peak "
+        "| peaks covered (>= 5% of samples) per seed |",
+        "|---|---|---|---|---|",
     ]
     for name in SETTINGS:
         rows = [row for row in results if row["setting"] == name and row["updates"] == last]
+        spreads = [row["spread"] for row in results if row["setting"] == name and row["updates"] == middle]
         rewards = [row["mean_reward"] for row in rows]
         on_any = [sum(row["share_on_each_peak"]) for row in rows]
         covered = [sum(share >= 0.05 for share in row["share_on_each_peak"]) for row in rows]
-        lines.append(f"| {name} | {np.mean(rewards):.2f} ± {np.std(rewards):.2f} | {np.mean(on_any):.2f} | {covered} |")
-    (RESULTS_DIR / "bandit.md").write_text("\n".join(lines) + "\n")
+        lines.append(
+            f"| {name} | {np.mean(spreads):.2f} ± {np.std(spreads):.2f} | {np.mean(rewards):.2f} ± {np.std(rewards):.2f} "
+            f"| {np.mean(on_any):.2f} | {covered} |"
+        )
+    (results_dir / "bandit.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -85,6 +85,7 @@ def test_bandit_summary_counts_samples_on_each_peak(bandit: ModuleType) -> None:
     summary = bandit.summarise(env, actions)
     assert summary["share_on_each_peak"] == [0.375, 0.0, 0.125]
     assert summary["mean_reward"] == pytest.approx(env.reward(actions).mean())
+    assert summary["spread"] == pytest.approx(actions.std(axis=0).mean())
 
 
 def test_bandit_snapshots_draw_policy_samples_inside_the_box(bandit: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
