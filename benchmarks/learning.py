@@ -5,8 +5,9 @@ Every run is one ``python -m sb3_qvpo.train`` call (rl-zoo3's train script with 
 evaluated every ``eval_freq`` steps on 10 episodes with each algorithm's own deterministic policy.
 SAC and TD3 take rl-zoo3's tuned hyper-parameters (the entry named in ``ZOO_ENTRIES``: the zoo
 tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO takes
-``benchmarks/hyperparams/qvpo_cpu.yml``, settings a 2-core CPU can afford. The hyper-parameter files
-actually used are written next to the results.
+``hyperparams/qvpo.yml``, with ``benchmarks/hyperparams/qvpo_cpu.yml`` replacing the entries whose
+paper settings a 2-core CPU cannot afford. The hyper-parameter files actually used are written
+next to the results.
 
     python benchmarks/learning.py run --tasks Pendulum-v1 InvertedDoublePendulum-v5 Hopper-v5 --jobs 2
     python benchmarks/learning.py report
@@ -81,13 +82,19 @@ def write_zoo_conf(algo: str, tasks: list[str]) -> Path:
     return path
 
 
+def write_qvpo_conf(tasks: list[str]) -> Path:
+    """hyperparams/qvpo.yml's entries, with the CPU overrides of ``QVPO_CPU_CONF`` for the tasks it names."""
+    entries = yaml.safe_load((BENCHMARKS_DIR.parent / "hyperparams" / "qvpo.yml").read_text())
+    entries.update(yaml.safe_load(QVPO_CPU_CONF.read_text()))
+    path = RESULTS_DIR / "hyperparams" / "qvpo.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "# Written by benchmarks/learning.py: hyperparams/qvpo.yml updated with benchmarks/hyperparams/qvpo_cpu.yml\n"
+    path.write_text(header + yaml.safe_dump({task: entries[task] for task in tasks}, sort_keys=True))
+    return path
+
+
 def conf_file(algo: str, tasks: list[str]) -> Path:
-    if algo == "qvpo":
-        path = RESULTS_DIR / "hyperparams" / "qvpo.yml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(QVPO_CPU_CONF, path)
-        return path
-    return write_zoo_conf(algo, tasks)
+    return write_qvpo_conf(tasks) if algo == "qvpo" else write_zoo_conf(algo, tasks)
 
 
 def train(run: Run, conf: Path, log_root: Path) -> str:

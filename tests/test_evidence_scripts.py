@@ -52,9 +52,11 @@ def test_baselines_take_rl_zoo_tuned_entries(learning: ModuleType, algo: str) ->
         assert conf[task] == zoo[entry]
 
 
-def test_qvpo_cpu_settings_cover_every_task_and_build(learning: ModuleType) -> None:
-    conf = yaml.safe_load(learning.QVPO_CPU_CONF.read_text())
+def test_qvpo_settings_cover_every_task_and_build(learning: ModuleType) -> None:
+    conf = yaml.safe_load(learning.write_qvpo_conf(list(learning.TASK_BUDGETS)).read_text())
     assert set(conf) == set(learning.TASK_BUDGETS)
+    assert conf["Hopper-v5"] == yaml.safe_load(learning.QVPO_CPU_CONF.read_text())["Hopper-v5"]
+    assert conf["Pendulum-v1"] == yaml.safe_load((ROOT / "hyperparams" / "qvpo.yml").read_text())["Pendulum-v1"]
     for task, entry in conf.items():
         kwargs = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy")}
         kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"])  # the zoo's own convention for this field
