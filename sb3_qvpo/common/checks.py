@@ -15,20 +15,20 @@ def check_count(name: str, value: Any, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def check_action_space(action_space: spaces.Space) -> None:
+def check_action_space(action_space: spaces.Space, algorithm: str = "QVPO") -> None:
     """A diffusion model over [-1, 1]^d needs a bounded Box; say so before SB3 asserts."""
     if not isinstance(action_space, spaces.Box):
         raise ValueError(
-            f"QVPO needs a continuous (Box) action space, got {action_space}: "
+            f"{algorithm} needs a continuous (Box) action space, got {action_space}: "
             "Discrete, MultiDiscrete and MultiBinary spaces are not supported"
         )
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ValueError(
-            f"QVPO needs a Box action space with finite bounds (actions are scaled to [-1, 1]), got {action_space}"
+            f"{algorithm} needs a Box action space with finite bounds (actions are scaled to [-1, 1]), got {action_space}"
         )
 
 
-def check_finite(name: str, value: np.ndarray | dict[str, np.ndarray], timestep: int) -> None:
+def check_finite(name: str, value: np.ndarray | dict[str, np.ndarray], timestep: int, algorithm: str = "QVPO") -> None:
     """
     Raise before a NaN or inf observation or reward reaches the replay buffer: one such transition
     turns every network weight into NaN within a few updates, and the actions into NaN with them.
@@ -41,7 +41,7 @@ def check_finite(name: str, value: np.ndarray | dict[str, np.ndarray], timestep:
         label = name if key is None else f"{name}[{key!r}]"
         kind = "nan" if np.isnan(array).any() else "inf"
         raise ValueError(
-            f"QVPO got a non-finite {label} ({kind}) at timestep {timestep}; it was not stored, as it would corrupt "
+            f"{algorithm} got a non-finite {label} ({kind}) at timestep {timestep}; it was not stored, as it would corrupt "
             "the networks. Fix the environment, or wrap it in VecCheckNan(venv, raise_exception=True) to find the step"
         )
 

@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_by_inputs, state_chunks
 from sb3_qvpo.diffusion.noise_net import NoisePredictionNet
+from sb3_qvpo.diffusion.reverse import POSTERIOR_X0_CLIPPED, ReverseProcess
 from sb3_qvpo.diffusion.schedules import DiffusionSchedule
 
 # Rows per chunk of the CPU fast path: 2048 x 256 float32 activations (2 MiB) stay in cache (fastest of 256..4096 measured).
@@ -30,6 +31,8 @@ def sample_actions_fast(
     generator: th.Generator | None = None,
     n_per_state: int = 1,
     chunk_rows: int | None = -1,
+    process: ReverseProcess = POSTERIOR_X0_CLIPPED,
+    noise_scale: float = 1.0,
 ) -> th.Tensor:
     """
     The same chain as :func:`~sb3_qvpo.diffusion.sampler.sample_actions`, with the same random draws, computed with less work.
@@ -51,7 +54,7 @@ def sample_actions_fast(
     first_layer = noise_net.body[0]
     assert isinstance(first_layer, nn.Linear)
     w_action, w_time, w_state = split_linear_by_inputs(
-        first_layer, [action_dim, noise_net.time_embedding_dim, features.shape[1]]
+        first_layer, [action_dim, noise_net.time_features_dim, features.shape[1]]
     )
     state_term = F.linear(features, w_state, first_layer.bias).unsqueeze(1)  # (states, 1, hidden)
     time_terms = F.linear(noise_net.embed_time(th.arange(schedule.n_steps, device=features.device)), w_time)
@@ -61,8 +64,9 @@ def sample_actions_fast(
     draws += [
         th.randn(shape, device=features.device, dtype=features.dtype, generator=generator) for _ in range(schedule.n_steps - 1)
     ]
+    coefficients = schedule.reverse_steps(process.variance, noise_scale)
     if n_rows <= SMALL_BATCH_ROWS:
-        return _small_batch_chain(noise_net, schedule, state_term, time_terms, w_action.t(), draws, n_per_state)
+        return _small_batch_chain(noise_net, coefficients, process, state_term, time_terms, w_action.t(), draws, n_per_state)
 
     actions = th.empty(shape, device=features.device, dtype=features.dtype)
     chunks = state_chunks(n_states, n_per_state, chunk_rows)
@@ -77,22 +81,27 @@ def sample_actions_fast(
         chunk_state_term = state_term[states]
         x = draws[0][rows].clone()
         for draw_index, t in enumerate(reversed(range(schedule.n_steps)), start=1):
-            recip, recipm1, coef_x0, coef_xt, std = schedule.reverse_coefficients[t]
+            recip, recipm1, coef_x0, coef_xt, std = coefficients[t]
             hidden = th.mm(x, w_action_t, out=first_hidden[: x.shape[0] * hidden_width].view(x.shape[0], hidden_width))
             hidden.view(chunk_states, n_per_state, hidden_width).add_(chunk_state_term).add_(time_terms[t])
             eps = run_tail(hidden)
             # eps lives in the runner's reused buffers: x0 overwrites it, x keeps its own storage.
-            x0 = eps.mul_(-recipm1).add_(x, alpha=recip).clamp_(-1.0, 1.0)
+            x0 = eps.mul_(-recipm1).add_(x, alpha=recip)
+            if process.clip_x0:
+                x0.clamp_(-1.0, 1.0)
             x.mul_(coef_xt).add_(x0, alpha=coef_x0)
             if t > 0:
                 x.add_(draws[draw_index][rows], alpha=std)
+            if process.clip_xt:
+                x.clamp_(-1.0, 1.0)
         actions[rows] = x.clamp_(-1.0, 1.0)
     return actions
 
 
 def _small_batch_chain(
     noise_net: NoisePredictionNet,
-    schedule: DiffusionSchedule,
+    coefficients: list[tuple[float, float, float, float, float]],
+    process: ReverseProcess,
     state_term: th.Tensor,
     time_terms: th.Tensor,
     w_action_t: th.Tensor,
@@ -106,19 +115,24 @@ def _small_batch_chain(
     """
     n_states, _, hidden_width = state_term.shape
     n_rows = n_states * n_per_state
+    n_steps = len(coefficients)
     conditioning = (state_term.unsqueeze(0) + time_terms.view(-1, 1, 1, hidden_width)).expand(-1, -1, n_per_state, -1)
-    conditioning = conditioning.reshape(schedule.n_steps, n_rows, hidden_width)
-    stds = th.tensor([coefficients[4] for coefficients in schedule.reverse_coefficients], dtype=state_term.dtype)
+    conditioning = conditioning.reshape(n_steps, n_rows, hidden_width)
+    stds = th.tensor([row[4] for row in coefficients], dtype=state_term.dtype)
     scaled_noise = th.stack(draws[1:]) * stds.flip(0)[:-1].to(state_term.device).view(-1, 1, 1) if len(draws) > 1 else None
     tail = list(noise_net.body)[1:]
     x = draws[0]
-    for draw_index, t in enumerate(reversed(range(schedule.n_steps))):
-        recip, recipm1, coef_x0, coef_xt, _ = schedule.reverse_coefficients[t]
+    for draw_index, t in enumerate(reversed(range(n_steps))):
+        recip, recipm1, coef_x0, coef_xt, _ = coefficients[t]
         hidden = run_layers_(tail, th.addmm(conditioning[t], x, w_action_t))
-        x0 = hidden.mul_(-recipm1).add_(x, alpha=recip).clamp_(-1.0, 1.0)
+        x0 = hidden.mul_(-recipm1).add_(x, alpha=recip)
+        if process.clip_x0:
+            x0.clamp_(-1.0, 1.0)
         if t > 0:
             assert scaled_noise is not None
             x = th.add(scaled_noise[draw_index], x, alpha=coef_xt).add_(x0, alpha=coef_x0)
         else:
             x = x0.mul_(coef_x0).add_(x, alpha=coef_xt)
+        if process.clip_xt:
+            x.clamp_(-1.0, 1.0)
     return x.clamp_(-1.0, 1.0)

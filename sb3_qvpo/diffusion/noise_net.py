@@ -1,6 +1,7 @@
 """The epsilon-prediction network eps(a_t, t, s) of the diffusion actor."""
 
 import math
+from collections.abc import Callable
 
 import torch as th
 from torch import nn
@@ -13,6 +14,24 @@ def truncated_normal_init(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2.0 * std, b=2.0 * std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def xavier_uniform_init(module: nn.Module) -> None:
+    """QSM's (jaxrl5 ``default_init``, flax's zero bias) for every Linear."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+WEIGHT_INITS = {"truncated_normal": truncated_normal_init, "xavier_uniform": xavier_uniform_init}
+
+
+def get_weight_init(name: str) -> Callable[[nn.Module], None]:
+    try:
+        return WEIGHT_INITS[name]
+    except KeyError:
+        raise ValueError(f"Unknown weight_init {name!r}: expected one of {tuple(WEIGHT_INITS)}") from None
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -33,6 +52,29 @@ class SinusoidalTimeEmbedding(nn.Module):
         return th.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+class LearnableFourierTimeEmbedding(nn.Module):
+    """
+    QSM's time features (jaxrl5 ``FourierFeatures(learnable=True)``): [cos, sin] of 2 pi t w, with
+    ``dim / 2`` learned frequencies w initialised from N(0, 0.2^2).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        if dim < 2 or dim % 2 != 0:
+            raise ValueError(f"time_embedding_dim must be an even integer >= 2, got {dim!r}")
+        self.kernel = nn.Parameter(0.2 * th.randn(dim // 2, 1))
+
+    def forward(self, t: th.Tensor) -> th.Tensor:
+        angles = 2.0 * math.pi * t.float().unsqueeze(-1) @ self.kernel.t()
+        return th.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+TIME_EMBEDDINGS: dict[str, Callable[[int], nn.Module]] = {
+    "sinusoidal": SinusoidalTimeEmbedding,
+    "fourier": LearnableFourierTimeEmbedding,
+}
+
+
 class NoisePredictionNet(nn.Module):
     """
     MLP on concat(a_t, time features, state features) predicting the noise added to a_t.
@@ -49,26 +91,39 @@ class NoisePredictionNet(nn.Module):
         activation_fn: type[nn.Module] = nn.Mish,
         time_embedding_dim: int = 32,
         time_hidden_dim: int = 256,
+        time_features_dim: int | None = None,
+        time_embedding: str = "sinusoidal",
+        weight_init: str = "truncated_normal",
     ):
+        """
+        :param time_embedding: "sinusoidal" (QVPO's release, DIPO) or "fourier" (QSM's learned frequencies)
+        :param time_features_dim: output size of the time MLP (None: ``time_embedding_dim``, as in
+            the release; QSM: 128)
+        :param weight_init: "truncated_normal" (the release's) or "xavier_uniform" (QSM's)
+        """
         super().__init__()
         if len(net_arch) == 0:
             raise ValueError("The noise network needs at least one hidden layer in net_arch")
+        if time_embedding not in TIME_EMBEDDINGS:
+            raise ValueError(f"Unknown time_embedding {time_embedding!r}: expected one of {tuple(TIME_EMBEDDINGS)}")
+        init = get_weight_init(weight_init)
         self.action_dim = action_dim
         self.time_embedding_dim = time_embedding_dim
+        self.time_features_dim = time_embedding_dim if time_features_dim is None else time_features_dim
         self.time_mlp = nn.Sequential(
-            SinusoidalTimeEmbedding(time_embedding_dim),
+            TIME_EMBEDDINGS[time_embedding](time_embedding_dim),
             nn.Linear(time_embedding_dim, time_hidden_dim),
             activation_fn(),
-            nn.Linear(time_hidden_dim, time_embedding_dim),
+            nn.Linear(time_hidden_dim, self.time_features_dim),
         )
         layers: list[nn.Module] = []
-        in_dim = action_dim + time_embedding_dim + features_dim
+        in_dim = action_dim + self.time_features_dim + features_dim
         for width in net_arch:
             layers += [nn.Linear(in_dim, width), activation_fn()]
             in_dim = width
         layers.append(nn.Linear(in_dim, action_dim))
         self.body = nn.Sequential(*layers)
-        self.apply(truncated_normal_init)
+        self.apply(init)
 
     def embed_time(self, t: th.Tensor) -> th.Tensor:
         return self.time_mlp(t)

@@ -99,5 +99,23 @@ class DiffusionSchedule(nn.Module):
             )
         )
 
+        self._beta_stds: list[float] = coefficients["betas"].sqrt().tolist()
+
+    def reverse_steps(
+        self, variance: str = "posterior", noise_scale: float = 1.0
+    ) -> list[tuple[float, float, float, float, float]]:
+        """
+        Per step t: (sqrt(1 / abar_t), sqrt(1 / abar_t - 1), posterior coefficients of x0 and x_t,
+        noise std), the std being the posterior one or sqrt(beta_t) (see
+        :class:`~sb3_qvpo.diffusion.reverse.ReverseProcess`), times ``noise_scale`` (0: a noise-free chain).
+        """
+        if variance == "posterior":
+            stds = [row[4] for row in self.reverse_coefficients]
+        elif variance == "beta":
+            stds = self._beta_stds
+        else:
+            raise ValueError(f"Unknown reverse-step variance {variance!r}")
+        return [(*row[:4], noise_scale * std) for row, std in zip(self.reverse_coefficients, stds, strict=True)]
+
     def extra_repr(self) -> str:
         return f"n_steps={self.n_steps}, beta_schedule={self.beta_schedule!r}"

@@ -1,27 +1,17 @@
 """QVPO: Q-weighted Variational Policy Optimization (Ding et al., NeurIPS 2024) for Stable-Baselines3."""
 
-import io
-import math
-import pathlib
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-import numpy as np
 import torch as th
-from gymnasium import spaces
-from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
-from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
-from torch.nn import functional as F
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
 
-from sb3_qvpo.common.checks import check_action_space, check_count, check_finite, check_model_archive
+from sb3_qvpo.common.checks import check_count
+from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.qvpo.entropy import EntropyCoef, make_entropy_schedule
 from sb3_qvpo.qvpo.policies import (
     CnnPolicy,
-    DiffusionActor,
     MlpPolicy,
     MultiInputPolicy,
     QVPOPolicy,
@@ -30,13 +20,11 @@ from sb3_qvpo.qvpo.policies import (
 )
 from sb3_qvpo.qvpo.weights import WEIGHT_TRANSFORMS, best_sample_weights
 
-SelfQVPO = TypeVar("SelfQVPO", bound="QVPO")
-
 # Policy kwargs that QVPO sets from its own parameters.
 _ALGORITHM_OWNED_POLICY_KWARGS = ("n_behavior_samples", "n_eval_samples")
 
 
-class QVPO(OffPolicyAlgorithm):
+class QVPO(DiffusionOffPolicyAlgorithm):
     """
     Q-weighted Variational Policy Optimization: an off-policy actor-critic whose actor is a diffusion model.
 
@@ -71,7 +59,7 @@ class QVPO(OffPolicyAlgorithm):
     :param entropy_coef: omega_ent: a float, a schedule of the remaining progress, or
         "lin_<start>[_<floor>]". Default "lin_0.02_0.002", the release's linear decay from 0.02
         to 0 over the run, floored at 0.002 (the paper's text: constant 0.01)
-    :param max_grad_norm: gradient-norm clipping of actor and critic (release: 2.0)
+    :param max_grad_norm: gradient-norm clipping of actor and critic (release: 2.0; None: no clipping)
     :param replay_buffer_class: e.g. ``HerReplayBuffer``; chosen from the observation space if None
     :param replay_buffer_kwargs: keyword arguments of the replay buffer
     :param optimize_memory_usage: SB3's memory-efficient replay buffer
@@ -86,16 +74,14 @@ class QVPO(OffPolicyAlgorithm):
     :param _init_setup_model: build the networks at construction
     """
 
+    algorithm_name: ClassVar[str] = "QVPO"
+    policy_base: ClassVar[type[QVPOPolicy]] = QVPOPolicy
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: QVPOPolicy
-    actor: DiffusionActor
-    actor_target: DiffusionActor
-    critic: ContinuousCritic
-    critic_target: ContinuousCritic
 
     def __init__(
         self,
@@ -118,7 +104,7 @@ class QVPO(OffPolicyAlgorithm):
         weight_transform: str = "qadv",
         qcut_threshold: float = 1.0,
         entropy_coef: EntropyCoef = "lin_0.02_0.002",
-        max_grad_norm: float = 2.0,
+        max_grad_norm: float | None = 2.0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
         optimize_memory_usage: bool = False,
@@ -136,14 +122,11 @@ class QVPO(OffPolicyAlgorithm):
             ("n_behavior_samples", n_behavior_samples),
             ("n_target_samples", n_target_samples),
             ("n_eval_samples", n_eval_samples),
-            ("batch_size", batch_size),
         ):
             check_count(name, value)
         check_count("n_uniform_samples", n_uniform_samples, minimum=0)
         if weight_transform not in WEIGHT_TRANSFORMS:
             raise ValueError(f"Unknown weight_transform {weight_transform!r}: expected one of {WEIGHT_TRANSFORMS}")
-        if not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm!r}")
         make_entropy_schedule(entropy_coef)  # fail now, not at the first update
 
         policy_kwargs = dict(policy_kwargs or {})
@@ -152,22 +135,19 @@ class QVPO(OffPolicyAlgorithm):
                 raise ValueError(f"Set {key} as a QVPO parameter, not in policy_kwargs")
         policy_kwargs.update(n_behavior_samples=n_behavior_samples, n_eval_samples=n_eval_samples)
 
-        if env is not None:
-            env = maybe_make_env(env, verbose)
-            check_action_space(env.action_space)
-
         super().__init__(
             policy,
             env,
-            learning_rate,
-            buffer_size,
-            learning_starts,
-            batch_size,
-            tau,
-            gamma,
-            train_freq,
-            gradient_steps,
-            action_noise=None,
+            learning_rate=learning_rate,
+            actor_learning_rate=actor_learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            max_grad_norm=max_grad_norm,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
             optimize_memory_usage=optimize_memory_usage,
@@ -176,13 +156,9 @@ class QVPO(OffPolicyAlgorithm):
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
             verbose=verbose,
-            device=device,
             seed=seed,
-            sde_support=False,
-            supported_action_spaces=(spaces.Box,),
-            support_multi_env=True,
+            device=device,
         )
-        self.actor_learning_rate = actor_learning_rate
         self.n_action_samples = n_action_samples
         self.n_uniform_samples = n_uniform_samples
         self.n_behavior_samples = n_behavior_samples
@@ -191,47 +167,18 @@ class QVPO(OffPolicyAlgorithm):
         self.weight_transform = weight_transform
         self.qcut_threshold = qcut_threshold
         self.entropy_coef = entropy_coef
-        self.max_grad_norm = max_grad_norm
 
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, QVPOPolicy)):
-            raise TypeError(
-                f'QVPO needs a QVPOPolicy ("MlpPolicy", "MultiInputPolicy" or a subclass), got {self.policy_class!r}. '
-                "A model saved by another algorithm (SAC, TD3, PPO, ...) cannot be loaded with QVPO.load"
-            )
         super()._setup_model()
-        self.actor = self.policy.actor
-        self.actor_target = self.policy.actor_target
-        self.critic = self.policy.critic
-        self.critic_target = self.policy.critic_target
-        self.actor_lr_schedule = FloatSchedule(self.actor_learning_rate)
         self.entropy_coef_schedule = make_entropy_schedule(self.entropy_coef)
-        update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1))
 
-    def _update_learning_rates(self) -> None:
-        critic_lr = self.lr_schedule(self._current_progress_remaining)
-        actor_lr = self.actor_lr_schedule(self._current_progress_remaining)
-        self.logger.record("train/learning_rate", critic_lr)
-        self.logger.record("train/actor_learning_rate", actor_lr)
-        update_learning_rate(self.critic.optimizer, critic_lr)
-        update_learning_rate(self.actor.optimizer, actor_lr)
-
-    def _critic_step(self, replay_data: Any) -> dict[str, th.Tensor]:
-        """TD regression of every Q network on r + gamma * min-Q' of the best of K_t target-actor samples."""
-        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-        with th.no_grad():
-            _, next_q = best_of_k(self.actor_target, self.critic_target, replay_data.next_observations, self.n_target_samples)
-            target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q.unsqueeze(1)
-        current_q = self.critic(replay_data.observations, replay_data.actions)
-        critic_loss = th.stack([F.mse_loss(q, target_q) for q in current_q]).sum()
-        self.critic.optimizer.zero_grad()
-        critic_loss.backward()
-        th.nn.utils.clip_grad_norm_(self.critic.parameters(), self.max_grad_norm)
-        self.critic.optimizer.step()
-        return {"critic_loss": critic_loss.detach(), "q_values": current_q[0].detach().mean(), "target_q": target_q.mean()}
+    def _next_actions_q(self, next_observations: PyTorchObs) -> th.Tensor:
+        """min-Q' of the best of K_t target-actor samples, scored by the target critics."""
+        assert self.actor_target is not None
+        return best_of_k(self.actor_target, self.critic_target, next_observations, self.n_target_samples)[1]
 
     def _actor_step(self, observations: Any, entropy_coef: float) -> dict[str, th.Tensor]:
         """Q-weighted denoising loss on the best of N_d samples per state, plus the uniform-action entropy term."""
@@ -255,10 +202,7 @@ class QVPO(OffPolicyAlgorithm):
             train_features = th.cat([actor_features, actor_features.repeat_interleave(n_uniform, dim=0)])
         errors = self.actor.denoising_errors(train_actions, train_features)
         actor_loss = (train_weights * errors).mean()
-        self.actor.optimizer.zero_grad()
-        actor_loss.backward()
-        th.nn.utils.clip_grad_norm_(self.actor.parameters(), self.max_grad_norm)
-        self.actor.optimizer.step()
+        self._optimize(self.actor.optimizer, actor_loss, self.actor.parameters())
         return {
             "actor_loss": actor_loss.detach(),
             "sample_q_mean": sample_q.mean(),
@@ -267,113 +211,16 @@ class QVPO(OffPolicyAlgorithm):
             "positive_weight_fraction": (weights > 0).float().mean(),
         }
 
-    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
-        self.policy.set_training_mode(True)
-        self._update_learning_rates()
-        entropy_coef = float(self.entropy_coef_schedule(self._current_progress_remaining))
-        stats: dict[str, list[th.Tensor]] = {}
-        for _ in range(gradient_steps):
-            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            step_stats = self._critic_step(replay_data)
-            step_stats.update(self._actor_step(replay_data.observations, entropy_coef))
-            polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
-            polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
-            for key, value in step_stats.items():
-                stats.setdefault(key, []).append(value)
+    def _before_gradient_steps(self) -> None:
+        self._entropy_coef_now = float(self.entropy_coef_schedule(self._current_progress_remaining))
+        self.logger.record("train/entropy_coef", self._entropy_coef_now)
 
-        self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/entropy_coef", entropy_coef)
-        for key, values in stats.items():
-            # One device sync per rollout rather than one per statistic and step.
-            mean = th.stack(values).mean().item()
-            self.logger.record(f"train/{key}", mean)
-            if key in ("critic_loss", "actor_loss") and not math.isfinite(mean):
-                raise FloatingPointError(
-                    f"QVPO's {key} is {mean} at update {self._n_updates}: the weights are no longer finite. "
-                    "The Q-values diverged (try a smaller learning_rate or rescaled rewards, e.g. VecNormalize)"
-                )
-
-    def learn(
-        self: SelfQVPO,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 4,
-        tb_log_name: str = "QVPO",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfQVPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
-
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, BaseCallback]:
-        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        check_finite("observation", self._last_obs, self.num_timesteps)  # type: ignore[arg-type]
-        return result
-
-    def _store_transition(
-        self,
-        replay_buffer: ReplayBuffer,
-        buffer_action: np.ndarray,
-        new_obs: np.ndarray | dict[str, np.ndarray],
-        reward: np.ndarray,
-        dones: np.ndarray,
-        infos: list[dict[str, Any]],
-    ) -> None:
-        # Each step's new_obs becomes the next step's last observation: checking it once suffices
-        # (the first observation of a run is checked in _setup_learn).
-        check_finite("observation", new_obs, self.num_timesteps)
-        check_finite("reward", reward, self.num_timesteps)
-        for done, info in zip(dones, infos, strict=True):
-            if done and info.get("terminal_observation") is not None:
-                check_finite("terminal observation", info["terminal_observation"], self.num_timesteps)
-        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
-
-    @classmethod
-    def load(
-        cls: type[SelfQVPO],
-        path: str | pathlib.Path | io.BufferedIOBase,
-        env: GymEnv | None = None,
-        device: th.device | str = "auto",
-        custom_objects: dict[str, Any] | None = None,
-        print_system_info: bool = False,
-        force_reset: bool = True,
-        **kwargs: Any,
-    ) -> SelfQVPO:
-        check_model_archive(path)
-        return super().load(
-            path,
-            env=env,
-            device=device,
-            custom_objects=custom_objects,
-            print_system_info=print_system_info,
-            force_reset=force_reset,
-            **kwargs,
-        )
+    def _gradient_step(self, replay_data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+        """Critic first, then actor, as in the release; both targets follow every step."""
+        stats = self._critic_step(replay_data)
+        stats.update(self._actor_step(replay_data.observations, self._entropy_coef_now))
+        self._update_targets()
+        return stats
 
     def _excluded_save_params(self) -> list[str]:
-        return [
-            *super()._excluded_save_params(),
-            "actor",
-            "actor_target",
-            "critic",
-            "critic_target",
-            "actor_lr_schedule",
-            "entropy_coef_schedule",
-        ]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "actor.optimizer", "critic.optimizer"], []
+        return [*super()._excluded_save_params(), "entropy_coef_schedule", "_entropy_coef_now"]

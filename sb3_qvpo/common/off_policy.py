@@ -1,0 +1,265 @@
+"""
+What QVPO, QSM and DIPO share as SB3 off-policy algorithms: argument and input checks, separate
+actor and critic learning rates, the TD step of the twin critic, target updates, the training
+loop with its logging, and save/load. Each algorithm adds its TD-target action and its actor update.
+"""
+
+import io
+import math
+import pathlib
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import maybe_make_env
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
+from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from torch.nn import functional as F
+
+from sb3_qvpo.common.actor import DiffusionActor
+from sb3_qvpo.common.checks import check_action_space, check_count, check_finite, check_model_archive
+from sb3_qvpo.common.policies import DiffusionPolicy
+
+SelfDiffusionAlgorithm = TypeVar("SelfDiffusionAlgorithm", bound="DiffusionOffPolicyAlgorithm")
+
+
+class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
+    """
+    Base of the diffusion-policy actor-critics. Subclasses set :attr:`algorithm_name` and
+    :attr:`policy_base`, and implement :meth:`_next_actions_q` (the TD target's min-Q at s') and
+    :meth:`_gradient_step` (one update from one minibatch).
+
+    :param max_grad_norm: gradient-norm clipping of actor and critic (None: no clipping)
+    """
+
+    algorithm_name: ClassVar[str]
+    policy_base: ClassVar[type[DiffusionPolicy]]
+    policy: DiffusionPolicy
+    actor: DiffusionActor
+    actor_target: DiffusionActor | None
+    critic: ContinuousCritic
+    critic_target: ContinuousCritic
+
+    def __init__(
+        self,
+        policy: str | type[DiffusionPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule,
+        actor_learning_rate: float | Schedule,
+        buffer_size: int,
+        learning_starts: int,
+        batch_size: int,
+        tau: float,
+        gamma: float,
+        train_freq: int | tuple[int, str],
+        gradient_steps: int,
+        max_grad_norm: float | None,
+        replay_buffer_class: type[ReplayBuffer] | None,
+        replay_buffer_kwargs: dict[str, Any] | None,
+        optimize_memory_usage: bool,
+        n_steps: int,
+        policy_kwargs: dict[str, Any] | None,
+        stats_window_size: int,
+        tensorboard_log: str | None,
+        verbose: int,
+        seed: int | None,
+        device: th.device | str,
+    ):
+        check_count("batch_size", batch_size)
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 (or None: no clipping), got {max_grad_norm!r}")
+        if env is not None:
+            env = maybe_make_env(env, verbose)
+            check_action_space(env.action_space, self.algorithm_name)
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise=None,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Box,),
+            support_multi_env=True,
+        )
+        self.actor_learning_rate = actor_learning_rate
+        self.max_grad_norm = max_grad_norm
+
+    def _setup_model(self) -> None:
+        if not (isinstance(self.policy_class, type) and issubclass(self.policy_class, self.policy_base)):
+            raise TypeError(
+                f"{self.algorithm_name} needs a {self.policy_base.__name__} "
+                f'("MlpPolicy", "MultiInputPolicy" or a subclass), got {self.policy_class!r}. '
+                f"A model saved by another algorithm (SAC, TD3, PPO, ...) cannot be loaded with {self.algorithm_name}.load"
+            )
+        super()._setup_model()
+        self.actor = self.policy.actor
+        self.actor_target = self.policy.actor_target
+        self.critic = self.policy.critic
+        self.critic_target = self.policy.critic_target
+        self.actor_lr_schedule = FloatSchedule(self.actor_learning_rate)
+        update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1))
+
+    def _update_learning_rates(self) -> None:
+        critic_lr = self.lr_schedule(self._current_progress_remaining)
+        actor_lr = self.actor_lr_schedule(self._current_progress_remaining)
+        self.logger.record("train/learning_rate", critic_lr)
+        self.logger.record("train/actor_learning_rate", actor_lr)
+        update_learning_rate(self.critic.optimizer, critic_lr)
+        update_learning_rate(self.actor.optimizer, actor_lr)
+
+    def _optimize(self, optimizer: th.optim.Optimizer, loss: th.Tensor, parameters: Any) -> None:
+        """One optimiser step on ``loss``, the gradient norm of ``parameters`` clipped to ``max_grad_norm``."""
+        optimizer.zero_grad()
+        loss.backward()
+        if self.max_grad_norm is not None:
+            th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+        optimizer.step()
+
+    def _next_actions_q(self, next_observations: PyTorchObs) -> th.Tensor:
+        """min-Q of the target critics at s' and the algorithm's next action, shape (batch,)."""
+        raise NotImplementedError
+
+    def _critic_step(self, replay_data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+        """TD regression of every Q network on r + gamma * (1 - done) * min-Q'(s', a')."""
+        discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+        with th.no_grad():
+            next_q = self._next_actions_q(replay_data.next_observations)
+            target_q = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q.unsqueeze(1)
+        current_q = self.critic(replay_data.observations, replay_data.actions)
+        critic_loss = th.stack([F.mse_loss(q, target_q) for q in current_q]).sum()
+        self._optimize(self.critic.optimizer, critic_loss, self.critic.parameters())
+        return {"critic_loss": critic_loss.detach(), "q_values": current_q[0].detach().mean(), "target_q": target_q.mean()}
+
+    def _update_targets(self, actor: bool = True) -> None:
+        """Polyak update of the critic target, and of the actor target when ``actor`` (and one exists)."""
+        polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+        if actor and self.actor_target is not None:
+            polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+
+    def _before_gradient_steps(self) -> None:
+        """Per-``train`` preparations (schedules); called after the learning rates are updated."""
+
+    def _gradient_step(self, replay_data: ReplayBufferSamples) -> dict[str, th.Tensor]:
+        """One update from one minibatch; returns the statistics to log (means over the rollout)."""
+        raise NotImplementedError
+
+    def train(self, gradient_steps: int, batch_size: int = 256) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rates()
+        self._before_gradient_steps()
+        stats: dict[str, list[th.Tensor]] = {}
+        for _ in range(gradient_steps):
+            replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            for key, value in self._gradient_step(replay_data).items():
+                stats.setdefault(key, []).append(value)
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, values in stats.items():
+            # One device sync per rollout rather than one per statistic and step.
+            mean = th.stack(values).mean().item()
+            self.logger.record(f"train/{key}", mean)
+            if key in ("critic_loss", "actor_loss") and not math.isfinite(mean):
+                raise FloatingPointError(
+                    f"{self.algorithm_name}'s {key} is {mean} at update {self._n_updates}: the weights are no longer "
+                    "finite. The Q-values diverged (try a smaller learning_rate or rescaled rewards, e.g. VecNormalize)"
+                )
+
+    def learn(
+        self: SelfDiffusionAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDiffusionAlgorithm:
+        """SB3's ``learn``; TensorBoard runs are named after the algorithm unless ``tb_log_name`` is given."""
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=self.algorithm_name if tb_log_name is None else tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        check_finite("observation", self._last_obs, self.num_timesteps, self.algorithm_name)  # type: ignore[arg-type]
+        return result
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        # Each step's new_obs becomes the next step's last observation: checking it once suffices
+        # (the first observation of a run is checked in _setup_learn).
+        name = self.algorithm_name
+        check_finite("observation", new_obs, self.num_timesteps, name)
+        check_finite("reward", reward, self.num_timesteps, name)
+        for done, info in zip(dones, infos, strict=True):
+            if done and info.get("terminal_observation") is not None:
+                check_finite("terminal observation", info["terminal_observation"], self.num_timesteps, name)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    @classmethod
+    def load(
+        cls: type[SelfDiffusionAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfDiffusionAlgorithm:
+        check_model_archive(path)
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "actor_lr_schedule"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "actor.optimizer", "critic.optimizer"], []
