@@ -1,10 +1,23 @@
-"""sb3-qvpo: QVPO, a diffusion-policy actor-critic, for Stable-Baselines3."""
+"""sb3-qvpo: diffusion-policy actor-critics for Stable-Baselines3: QVPO, and the paper's baselines QSM and DIPO."""
 
 import os
 
+from sb3_qvpo.dipo import DIPO, DIPOPolicy
+from sb3_qvpo.qsm import QSM, QSMPolicy
 from sb3_qvpo.qvpo import QVPO, CnnPolicy, MlpPolicy, MultiInputPolicy, QVPOPolicy
 
 with open(os.path.join(os.path.dirname(__file__), "version.txt")) as version_file:
     __version__ = version_file.read().strip()
 
-__all__ = ["QVPO", "CnnPolicy", "MlpPolicy", "MultiInputPolicy", "QVPOPolicy", "__version__"]
+__all__ = [
+    "DIPO",
+    "QSM",
+    "QVPO",
+    "CnnPolicy",
+    "DIPOPolicy",
+    "MlpPolicy",
+    "MultiInputPolicy",
+    "QSMPolicy",
+    "QVPOPolicy",
+    "__version__",
+]
