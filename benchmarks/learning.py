@@ -1,12 +1,12 @@
 """
-Learning curves of QVPO, SAC and TD3 on the same tasks, budgets and seeds, trained with rl-zoo3.
+Learning curves of QVPO, QSM, DIPO, SAC and TD3 on the same tasks, budgets and seeds, trained with rl-zoo3.
 
 Every run is one ``python -m sb3_qvpo.train`` call (rl-zoo3's train script with QVPO registered),
 evaluated every ``eval_freq`` steps on 10 episodes with each algorithm's own deterministic policy.
 SAC and TD3 take rl-zoo3's tuned hyper-parameters (the entry named in ``ZOO_ENTRIES``: the zoo
-tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO takes
-``hyperparams/qvpo.yml``, with ``benchmarks/hyperparams/qvpo_cpu.yml`` replacing the entries whose
-paper settings a 2-core CPU cannot afford. The hyper-parameter files actually used are written
+tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO, QSM and DIPO
+take ``hyperparams/<algo>.yml``, with ``benchmarks/hyperparams/<algo>_cpu.yml`` replacing the entries
+whose paper settings a 2-core CPU cannot afford. The hyper-parameter files actually used are written
 next to the results.
 
     python benchmarks/learning.py run --tasks Pendulum-v1 InvertedDoublePendulum-v5 Hopper-v5 --jobs 2
@@ -32,7 +32,9 @@ import yaml
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results" / "learning"
 QVPO_CPU_CONF = BENCHMARKS_DIR / "hyperparams" / "qvpo_cpu.yml"
-ALGOS = ("qvpo", "sac", "td3")
+# Ours (hyperparams/<algo>.yml + CPU overrides), then rl-zoo3's tuned baselines.
+OUR_ALGOS = ("qvpo", "qsm", "dipo")
+ALGOS = (*OUR_ALGOS, "sac", "td3")
 
 # Budget (environment steps) and evaluation interval per task.
 TASK_BUDGETS = {
@@ -82,19 +84,25 @@ def write_zoo_conf(algo: str, tasks: list[str]) -> Path:
     return path
 
 
-def write_qvpo_conf(tasks: list[str]) -> Path:
-    """hyperparams/qvpo.yml's entries, with the CPU overrides of ``QVPO_CPU_CONF`` for the tasks it names."""
-    entries = yaml.safe_load((BENCHMARKS_DIR.parent / "hyperparams" / "qvpo.yml").read_text())
-    entries.update(yaml.safe_load(QVPO_CPU_CONF.read_text()))
-    path = RESULTS_DIR / "hyperparams" / "qvpo.yml"
+def write_our_conf(algo: str, tasks: list[str]) -> Path:
+    """hyperparams/<algo>.yml updated with the CPU overrides of benchmarks/hyperparams/<algo>_cpu.yml."""
+    entries = yaml.safe_load((BENCHMARKS_DIR.parent / "hyperparams" / f"{algo}.yml").read_text())
+    entries.update(yaml.safe_load((BENCHMARKS_DIR / "hyperparams" / f"{algo}_cpu.yml").read_text()))
+    path = RESULTS_DIR / "hyperparams" / f"{algo}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = "# Written by benchmarks/learning.py: hyperparams/qvpo.yml updated with benchmarks/hyperparams/qvpo_cpu.yml\n"
+    header = (
+        f"# Written by benchmarks/learning.py: hyperparams/{algo}.yml updated with benchmarks/hyperparams/{algo}_cpu.yml\n"
+    )
     path.write_text(header + yaml.safe_dump({task: entries[task] for task in tasks}, sort_keys=True))
     return path
 
 
+def write_qvpo_conf(tasks: list[str]) -> Path:
+    return write_our_conf("qvpo", tasks)
+
+
 def conf_file(algo: str, tasks: list[str]) -> Path:
-    return write_qvpo_conf(tasks) if algo == "qvpo" else write_zoo_conf(algo, tasks)
+    return write_our_conf(algo, tasks) if algo in OUR_ALGOS else write_zoo_conf(algo, tasks)
 
 
 def train(run: Run, conf: Path, log_root: Path) -> str:
@@ -162,7 +170,7 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     lines = [
-        "# Learning curves: QVPO vs SAC vs TD3",
+        "# Learning curves: QVPO vs QSM vs DIPO vs SAC vs TD3",
         "",
         "Written by `python benchmarks/learning.py report` from the runs of `python benchmarks/learning.py run`.",
         "Each evaluation: 10 episodes with the algorithm's deterministic policy. Final = last evaluation;",

@@ -13,7 +13,7 @@ import sqlalchemy.exc
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.utils import SimpleLinearSchedule
 
-from sb3_qvpo.zoo.registration import ALGO_NAME, hyperparams_file
+from sb3_qvpo.zoo.registration import ZOO_ALGORITHMS, hyperparams_file
 from sb3_qvpo.zoo.samplers import SamplerContext, sampler_context
 
 
@@ -63,7 +63,7 @@ class ZooExperimentManager(ExperimentManager):
     """
     rl-zoo3's :class:`~rl_zoo3.exp_manager.ExperimentManager`, plus:
 
-    - ``--algo qvpo`` reads this package's ``hyperparams/qvpo.yml`` unless ``--conf-file`` is given
+    - ``--algo qvpo|qsm|dipo`` reads this package's ``hyperparams/<algo>.yml`` unless ``--conf-file`` is given
       (rl-zoo3 looks for ``hyperparams/<algo>.yml`` inside its own package only);
     - ``actor_learning_rate`` accepts ``"lin_<value>"`` like ``learning_rate`` does;
     - ``--optimize`` without ``--storage`` records the study in a local Optuna journal file,
@@ -72,7 +72,7 @@ class ZooExperimentManager(ExperimentManager):
       later) adds trials to the same study;
     - a database storage gets its tables before the study opens, retried if workers race on them;
     - each trial records the worker that ran it (``hostname:pid``) as the user attribute ``worker``;
-    - QVPO's sampler leaves the parameters given with ``-params`` as they are (see
+    - our samplers leave the parameters given with ``-params`` as they are (see
       :mod:`sb3_qvpo.zoo.samplers`), and ``--trial-id`` merges the trial's ``net_arch`` and
       ``n_diffusion_steps`` into the file's ``policy_kwargs`` instead of replacing them.
     """
@@ -80,7 +80,7 @@ class ZooExperimentManager(ExperimentManager):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # rl-zoo3's train passes ``config`` (--conf-file) by keyword; None means "the default file"
-        if kwargs.get("config") is None and self.algo == ALGO_NAME:
+        if kwargs.get("config") is None and self.algo in ZOO_ALGORITHMS:
             self.config = str(hyperparams_file(self.algo))
         self._trial_policy_kwargs: dict[str, Any] | None = None
 
@@ -97,7 +97,7 @@ class ZooExperimentManager(ExperimentManager):
 
     def load_trial(self, storage: str, study_name: str, trial_id: int | None = None, convert: bool = True) -> dict[str, Any]:
         params = super().load_trial(storage, study_name, trial_id, convert)
-        if convert and self.algo == ALGO_NAME and "policy_kwargs" in params:
+        if convert and self.algo in ZOO_ALGORITHMS and "policy_kwargs" in params:
             self._trial_policy_kwargs = params.pop("policy_kwargs")
         return params
 

@@ -13,7 +13,7 @@ e.g. small networks on a CPU. The experiment manager tells it what is pinned thr
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ RAW_TO_KWARG: dict[str, str] = {
     "n_diffusion_steps": "n_diffusion_steps",  # policy_kwargs
 }
 POLICY_KWARGS_KEYS = ("net_arch", "n_diffusion_steps")
+_SHARED_RAW = ("learning_rate", "actor_learning_rate", "one_minus_gamma", "batch_size_pow", "tau")
 
 
 @dataclass(frozen=True)
@@ -78,39 +79,41 @@ def entropy_coef_value(start: float, schedule: str) -> float | str:
     raise ValueError(f"Unknown entropy_schedule {schedule!r}: expected 'linear' or 'constant'")
 
 
-def convert_qvpo_params(sampled_params: Mapping[str, Any]) -> dict[str, Any]:
-    """Raw Optuna parameters (as stored in ``trial.params``) -> QVPO keyword arguments."""
-    raw = dict(sampled_params)
+def _convert_shared(raw: dict[str, Any], policy_keys: tuple[str, ...] = POLICY_KWARGS_KEYS) -> dict[str, Any]:
+    """Raw parameters every sampler shares (gamma, batch size, ``policy_keys``, HER's) -> keyword arguments."""
     hyperparams: dict[str, Any] = {}
     policy_kwargs: dict[str, Any] = {}
     if "one_minus_gamma" in raw:
         hyperparams["gamma"] = 1 - raw.pop("one_minus_gamma")
     if "batch_size_pow" in raw:
         hyperparams["batch_size"] = 2 ** raw.pop("batch_size_pow")
-    if "entropy_coef" in raw:
-        hyperparams["entropy_coef"] = entropy_coef_value(raw.pop("entropy_coef"), raw.pop("entropy_schedule", "linear"))
-    raw.pop("entropy_schedule", None)
     if "net_arch" in raw:
         policy_kwargs["net_arch"] = list(NET_ARCHS[raw.pop("net_arch")])
-    if "n_diffusion_steps" in raw:
-        policy_kwargs["n_diffusion_steps"] = raw.pop("n_diffusion_steps")
+    for key in policy_keys:
+        if key in raw:
+            policy_kwargs[key] = raw.pop(key)
     # HER's parameters (rl-zoo3's sample_her_params), for goal-conditioned tasks
     her_kwargs = {key: raw.pop(key) for key in ("n_sampled_goal", "goal_selection_strategy") if key in raw}
     if her_kwargs:
         hyperparams["replay_buffer_kwargs"] = her_kwargs
-    hyperparams.update(raw)  # learning rates, tau and the sample counts map one to one
+    hyperparams.update(raw)  # learning rates, tau and the algorithm's own numbers map one to one
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
     return hyperparams
 
 
-def _suggest(trial: optuna.Trial, pinned: frozenset[str]) -> dict[str, Any]:
-    """The search space. A raw parameter is skipped when the key it sets is pinned."""
-    raw: dict[str, Any] = {}
+def convert_qvpo_params(sampled_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Raw Optuna parameters (as stored in ``trial.params``) -> QVPO keyword arguments."""
+    raw = dict(sampled_params)
+    entropy: dict[str, Any] = {}
+    if "entropy_coef" in raw:
+        entropy["entropy_coef"] = entropy_coef_value(raw.pop("entropy_coef"), raw.pop("entropy_schedule", "linear"))
+    raw.pop("entropy_schedule", None)
+    return {**_convert_shared(raw), **entropy}
 
-    def free(name: str) -> bool:
-        return RAW_TO_KWARG[name] not in pinned
 
+def _suggest_optimisation(trial: optuna.Trial, free: Callable[[str], bool], raw: dict[str, Any]) -> None:
+    """Learning rates, gamma, batch size and tau: the same ranges for every algorithm."""
     if free("learning_rate"):
         raw["learning_rate"] = trial.suggest_float("learning_rate", 1e-4, 1e-3, log=True)
     if free("actor_learning_rate"):
@@ -121,6 +124,24 @@ def _suggest(trial: optuna.Trial, pinned: frozenset[str]) -> dict[str, Any]:
         raw["batch_size_pow"] = trial.suggest_int("batch_size_pow", 7, 9)  # 128 to 512
     if free("tau"):
         raw["tau"] = trial.suggest_float("tau", 0.001, 0.02, log=True)
+
+
+def _suggest_networks(trial: optuna.Trial, free: Callable[[str], bool], raw: dict[str, Any], steps: list[int]) -> None:
+    """Network size and T (``steps``: the choices of T)."""
+    if free("net_arch"):
+        raw["net_arch"] = trial.suggest_categorical("net_arch", list(NET_ARCHS))
+    if free("n_diffusion_steps"):  # T
+        raw["n_diffusion_steps"] = trial.suggest_categorical("n_diffusion_steps", steps)
+
+
+def _suggest(trial: optuna.Trial, pinned: frozenset[str]) -> dict[str, Any]:
+    """QVPO's search space. A raw parameter is skipped when the key it sets is pinned."""
+    raw: dict[str, Any] = {}
+
+    def free(name: str) -> bool:
+        return RAW_TO_KWARG[name] not in pinned
+
+    _suggest_optimisation(trial, free, raw)
     if free("n_action_samples"):  # N_d
         raw["n_action_samples"] = trial.suggest_categorical("n_action_samples", [16, 32, 64])
     if free("n_uniform_samples"):  # N_e (0: no entropy term)
@@ -132,11 +153,26 @@ def _suggest(trial: optuna.Trial, pinned: frozenset[str]) -> dict[str, Any]:
     if free("entropy_coef"):  # omega_ent: start value, and the release's decay or the paper's constant
         raw["entropy_coef"] = trial.suggest_float("entropy_coef", 1e-3, 0.05, log=True)
         raw["entropy_schedule"] = trial.suggest_categorical("entropy_schedule", ["linear", "constant"])
-    if free("net_arch"):
-        raw["net_arch"] = trial.suggest_categorical("net_arch", list(NET_ARCHS))
-    if free("n_diffusion_steps"):  # T
-        raw["n_diffusion_steps"] = trial.suggest_categorical("n_diffusion_steps", [5, 10, 20])
+    _suggest_networks(trial, free, raw, [5, 10, 20])
     return raw
+
+
+def _finish_sample(
+    trial: optuna.Trial,
+    raw: dict[str, Any],
+    hyperparams: dict[str, Any],
+    context: SamplerContext,
+    additional_args: dict[str, Any],
+) -> dict[str, Any]:
+    """Merge sampled policy_kwargs into the experiment's, record derived values, add HER's parameters."""
+    if "policy_kwargs" in hyperparams:
+        hyperparams["policy_kwargs"] = {**context.policy_kwargs, **hyperparams["policy_kwargs"]}
+    for key in ("gamma", "batch_size", "entropy_coef"):
+        if key in hyperparams:
+            trial.set_user_attr(key, hyperparams[key])
+    if additional_args.get("using_her_replay_buffer") and "replay_buffer_kwargs" not in context.pinned:
+        hyperparams = sample_her_params(trial, hyperparams, additional_args.get("her_kwargs", {}))
+    return hyperparams
 
 
 def sample_qvpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
@@ -150,12 +186,78 @@ def sample_qvpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
     """
     context = _CONTEXT.get() or SamplerContext()
     raw = _suggest(trial, context.pinned)
-    hyperparams = convert_qvpo_params(raw)
-    if "policy_kwargs" in hyperparams:
-        hyperparams["policy_kwargs"] = {**context.policy_kwargs, **hyperparams["policy_kwargs"]}
-    for key in ("gamma", "batch_size", "entropy_coef"):
-        if key in hyperparams:
-            trial.set_user_attr(key, hyperparams[key])
-    if additional_args.get("using_her_replay_buffer") and "replay_buffer_kwargs" not in context.pinned:
-        hyperparams = sample_her_params(trial, hyperparams, additional_args.get("her_kwargs", {}))
-    return hyperparams
+    return _finish_sample(trial, convert_qvpo_params(raw), context, additional_args)
+
+
+# --- QSM and DIPO: the shared ranges plus each algorithm's own numbers -----------------------------
+
+SHARED_RAW_TO_KWARG = {key: RAW_TO_KWARG[key] for key in (*_SHARED_RAW, "net_arch", "n_diffusion_steps")}
+QSM_RAW_TO_KWARG = {
+    **SHARED_RAW_TO_KWARG,
+    "q_score_scale": "q_score_scale",
+    "target_noise": "target_noise",
+    "exploration_noise": "exploration_noise",
+}
+QSM_POLICY_KWARGS_KEYS = (*POLICY_KWARGS_KEYS, "exploration_noise")
+DIPO_RAW_TO_KWARG = {
+    **SHARED_RAW_TO_KWARG,
+    "action_learning_rate": "action_learning_rate",
+    "action_gradient_steps": "action_gradient_steps",
+    "action_grad_norm_ratio": "action_grad_norm_ratio",
+}
+
+
+def convert_qsm_params(sampled_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Raw Optuna parameters -> QSM keyword arguments (``exploration_noise`` goes to ``policy_kwargs``)."""
+    return _convert_shared(dict(sampled_params), QSM_POLICY_KWARGS_KEYS)
+
+
+def convert_dipo_params(sampled_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Raw Optuna parameters -> DIPO keyword arguments."""
+    return _convert_shared(dict(sampled_params))
+
+
+def sample_qsm_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """
+    QSM's sampler (rl-zoo3's signature): the shared learning rates, gamma, batch size, tau, network
+    size and T (3 to 20), plus M_q (``q_score_scale``, the parameter its authors name the most
+    important), the TD target's action noise and the exploration noise; pinned keys are left alone.
+    """
+    context = _CONTEXT.get() or SamplerContext()
+
+    def free(name: str) -> bool:
+        return QSM_RAW_TO_KWARG[name] not in context.pinned
+
+    raw: dict[str, Any] = {}
+    _suggest_optimisation(trial, free, raw)
+    if free("q_score_scale"):  # M_q
+        raw["q_score_scale"] = trial.suggest_float("q_score_scale", 1.0, 200.0, log=True)
+    if free("target_noise"):
+        raw["target_noise"] = trial.suggest_categorical("target_noise", [0.0, 0.1, 0.2])
+    if free("exploration_noise"):
+        raw["exploration_noise"] = trial.suggest_categorical("exploration_noise", [0.0, 0.05, 0.1, 0.2])
+    _suggest_networks(trial, free, raw, [3, 5, 10, 20])
+    return _finish_sample(trial, convert_qsm_params(raw), context, additional_args)
+
+
+def sample_dipo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """
+    DIPO's sampler (rl-zoo3's signature): the shared learning rates, gamma, batch size, tau, network
+    size and T (10 to 100), plus the action gradient's learning rate, number of steps and norm
+    ratio (its README tunes the last per task); pinned keys are left alone.
+    """
+    context = _CONTEXT.get() or SamplerContext()
+
+    def free(name: str) -> bool:
+        return DIPO_RAW_TO_KWARG[name] not in context.pinned
+
+    raw: dict[str, Any] = {}
+    _suggest_optimisation(trial, free, raw)
+    if free("action_learning_rate"):
+        raw["action_learning_rate"] = trial.suggest_float("action_learning_rate", 3e-3, 0.1, log=True)
+    if free("action_gradient_steps"):
+        raw["action_gradient_steps"] = trial.suggest_categorical("action_gradient_steps", [5, 10, 20, 40])
+    if free("action_grad_norm_ratio"):
+        raw["action_grad_norm_ratio"] = trial.suggest_float("action_grad_norm_ratio", 0.03, 0.3, log=True)
+    _suggest_networks(trial, free, raw, [10, 20, 50, 100])
+    return _finish_sample(trial, convert_dipo_params(raw), context, additional_args)
