@@ -1,16 +1,20 @@
 """
-The paper's Figure 2: QVPO's diffusion policy on a continuous bandit with three reward peaks.
+The paper's Figure 2: QVPO's diffusion policy on a continuous bandit with three reward peaks, and
+the same experiment for the paper's diffusion baselines QSM and DIPO.
 
 Each run trains QVPO on ``MultiPeakBanditEnv`` (w = 1.5, sigma = 0.1, centres (-1.35, 0.65),
 (-0.65, 1.35), (-1.61, 1.61); actions in [-2.5, 2.5]^2) and, at several points of training, draws
 1,000 actions from the diffusion policy itself (plain samples, not the best-of-K behaviour policy)
-and plots them over the reward's contour lines. Four settings: with and without the entropy term
-(N_e uniform actions per state), with few (T = 5) and many (T = 20) diffusion steps.
+and plots them over the reward's contour lines. QVPO in four settings: with and without the entropy
+term (N_e uniform actions per state), with few (T = 5) and many (T = 20) diffusion steps; QSM (its
+official T = 5, vp, M_q = 50) and DIPO (T = 20) with the same networks, batch and learning rates.
 
     python examples/bandit_multimodality.py --seeds 0 1 2 --jobs 2
+    python examples/bandit_multimodality.py --seeds 0 1 2 --settings QSM DIPO --figure figure2_baselines.png
 
-writes ``benchmarks/results/bandit/figure2.png`` (first seed) and ``bandit.md`` / ``bandit.json``
-(per seed and snapshot: mean reward of the samples and the share of samples on each peak).
+write ``benchmarks/results/bandit/<figure>`` (first seed) and ``bandit.md`` / ``bandit.json`` (per
+seed and snapshot: mean reward of the samples and the share of samples on each peak); rows of
+settings not re-run are kept from the existing ``bandit.json``.
 """
 
 import argparse
@@ -23,7 +27,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_qvpo import QVPO
+from sb3_qvpo import DIPO, QSM, QVPO
+from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.envs import MultiPeakBanditEnv
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "bandit"
@@ -35,11 +40,13 @@ ON_PEAK_RADIUS = 0.3
 # How widely the policy still explores part-way through training: std of the samples, mean over dimensions.
 SPREAD_AT_UPDATES = 1000
 
-SETTINGS = {
+SETTINGS: dict[str, dict[str, int | str]] = {
     "T=20, entropy": dict(n_diffusion_steps=20, n_uniform_samples=10),
     "T=20, no entropy": dict(n_diffusion_steps=20, n_uniform_samples=0),
     "T=5, entropy": dict(n_diffusion_steps=5, n_uniform_samples=10),
     "T=5, no entropy": dict(n_diffusion_steps=5, n_uniform_samples=0),
+    "QSM": dict(algo="qsm", n_diffusion_steps=5),
+    "DIPO": dict(algo="dipo", n_diffusion_steps=20),
 }
 
 
@@ -69,20 +76,27 @@ class PolicySnapshots(BaseCallback):
         return policy.unscale_action(actions.cpu().numpy())
 
 
-def train_setting(setting: dict[str, int], seed: int) -> tuple[dict[int, np.ndarray], float]:
-    env = MultiPeakBanditEnv()
-    model = QVPO(
-        "MlpPolicy",
-        env,
+def make_model(setting: dict[str, int | str], env: MultiPeakBanditEnv, seed: int) -> DiffusionOffPolicyAlgorithm:
+    """QVPO (the default) or, with ``algo``, QSM / DIPO at their own defaults, all with the same sizes and rates."""
+    common: dict = dict(
         learning_starts=RANDOM_STEPS,
         batch_size=128,
         learning_rate=1e-3,
         actor_learning_rate=1e-3,
-        n_action_samples=16,
-        n_uniform_samples=setting["n_uniform_samples"],
         policy_kwargs=dict(net_arch=[128, 128], n_diffusion_steps=setting["n_diffusion_steps"]),
         seed=seed,
     )
+    algo = setting.get("algo", "qvpo")
+    if algo == "qsm":
+        return QSM("MlpPolicy", env, **common)
+    if algo == "dipo":
+        return DIPO("MlpPolicy", env, **common)
+    return QVPO("MlpPolicy", env, n_action_samples=16, n_uniform_samples=setting["n_uniform_samples"], **common)
+
+
+def train_setting(setting: dict[str, int | str], seed: int) -> tuple[dict[int, np.ndarray], float]:
+    env = MultiPeakBanditEnv()
+    model = make_model(setting, env, seed)
     snapshots = PolicySnapshots(SNAPSHOT_UPDATES, N_PLOTTED_SAMPLES, seed)
     start = time.perf_counter()
     model.learn(RANDOM_STEPS + max(SNAPSHOT_UPDATES) + 1, callback=snapshots)
@@ -109,7 +123,7 @@ def plot(env: MultiPeakBanditEnv, snapshots: dict[str, dict[int, np.ndarray]], p
     xx, yy = np.meshgrid(grid, grid)
     reward = env.reward(np.stack([xx, yy], axis=-1))
     figure, axes = plt.subplots(
-        len(snapshots), len(SNAPSHOT_UPDATES), figsize=(2.6 * len(SNAPSHOT_UPDATES), 2.6 * len(snapshots))
+        len(snapshots), len(SNAPSHOT_UPDATES), figsize=(2.6 * len(SNAPSHOT_UPDATES), 2.6 * len(snapshots)), squeeze=False
     )
     for row, (name, by_update) in enumerate(snapshots.items()):
         for column, updates in enumerate(SNAPSHOT_UPDATES):
@@ -138,13 +152,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, in separate processes")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--figure", default="figure2.png", help="file name of the first seed's figure")
     args = parser.parse_args()
     th.set_num_threads(args.threads)
     env = MultiPeakBanditEnv()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
     first_seed_snapshots: dict[str, dict[int, np.ndarray]] = {}
-    runs = [(name, seed) for seed in args.seeds for name in SETTINGS]
+    runs = [(name, seed) for seed in args.seeds for name in args.settings]
     with ProcessPoolExecutor(max_workers=args.jobs, initializer=th.set_num_threads, initargs=(args.threads,)) as pool:
         trained = list(pool.map(train_setting, [SETTINGS[name] for name, _ in runs], [seed for _, seed in runs]))
     for (name, seed), (snapshots, seconds) in zip(runs, trained, strict=True):
@@ -155,9 +171,17 @@ def main() -> None:
         final = results[-1]
         print(f"seed {seed} {name}: {seconds:.0f} s, final mean reward {final['mean_reward']:.2f}, "
               f"share on peaks {np.round(final['share_on_each_peak'], 2).tolist()}", flush=True)  # fmt: skip
-    plot(env, first_seed_snapshots, args.results_dir / "figure2.png")
+    plot(env, first_seed_snapshots, args.results_dir / args.figure)
+    results = merged_results(args.results_dir / "bandit.json", results)
     (args.results_dir / "bandit.json").write_text(json.dumps(results, indent=1))
-    write_table(results, env, args.seeds, args.results_dir)
+    write_table(results, env, sorted({row["seed"] for row in results}), args.results_dir)
+
+
+def merged_results(path: Path, new: list[dict]) -> list[dict]:
+    """The saved rows of the (setting, seed) pairs not re-run, then the new rows."""
+    rerun = {(row["setting"], row["seed"]) for row in new}
+    old = json.loads(path.read_text()) if path.exists() else []
+    return [row for row in old if (row["setting"], row["seed"]) not in rerun] + new
 
 
 def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int], results_dir: Path) -> None:
@@ -166,7 +190,8 @@ def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int], 
     lines = [
         f"# Continuous bandit (paper's Figure 2), {last} updates, seeds {seeds}",
         "",
-        "Written by `python examples/bandit_multimodality.py --seeds " + " ".join(map(str, seeds)) + "`.",
+        "Written by `python examples/bandit_multimodality.py --seeds " + " ".join(map(str, seeds)) + " [--settings ...]`;",
+        "QVPO rows are named by T and the entropy term; QSM and DIPO run at their own defaults with the same sizes.",
         f"Uniform policy's mean reward: {env.uniform_mean_reward():.3f}; a peak's top: "
         f"{env.weight / (2 * np.pi * env.sigma**2):.1f}. Samples: {N_PLOTTED_SAMPLES} plain diffusion-policy draws.",
         "",
@@ -176,6 +201,8 @@ def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int], 
     ]
     for name in SETTINGS:
         rows = [row for row in results if row["setting"] == name and row["updates"] == last]
+        if not rows:
+            continue
         spreads = [row["spread"] for row in results if row["setting"] == name and row["updates"] == middle]
         rewards = [row["mean_reward"] for row in rows]
         on_any = [sum(row["share_on_each_peak"]) for row in rows]

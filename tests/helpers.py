@@ -84,3 +84,18 @@ class GoalDictEnv(gym.Env):
         self._t += 1
         reward = -float(np.linalg.norm(np.asarray(action) - self._goal))
         return self._obs(), reward, False, self._t >= self.episode_length, {}
+
+
+# Tiny settings of the paper's baselines (QSM, DIPO), as TINY_KWARGS for QVPO.
+BASELINE_KWARGS: dict[str, dict[str, Any]] = {
+    "QSM": dict(learning_starts=50, batch_size=32, buffer_size=2_000),
+    "DIPO": dict(learning_starts=50, batch_size=32, buffer_size=2_000, action_gradient_steps=3),
+}
+BASELINE_POLICY_KWARGS: dict[str, Any] = dict(net_arch=[32, 32], n_diffusion_steps=5)
+
+
+def baseline_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
+    kwargs = dict(BASELINE_KWARGS[name])
+    kwargs["policy_kwargs"] = dict(BASELINE_POLICY_KWARGS)
+    kwargs.update(overrides)
+    return kwargs

@@ -102,10 +102,10 @@ def save_everything(model: QVPO, folder: Path) -> bytes:
     return pickle.dumps({"env": env, "rng": rng_states()})
 
 
-def resume_everything(folder: Path, extra: bytes) -> QVPO:
+def resume_everything(folder: Path, extra: bytes, algorithm: type[QVPO] = QVPO) -> QVPO:
     state = pickle.loads(extra)
     # force_reset=False keeps the saved last observation: the episode in progress goes on.
-    model = QVPO.load(folder / "model.zip", env=state["env"], force_reset=False)
+    model = algorithm.load(folder / "model.zip", env=state["env"], force_reset=False)
     model.load_replay_buffer(folder / "buffer.pkl")
     set_rng_states(state["rng"])  # after load, which re-seeds the global streams with `seed`
     return model

@@ -159,7 +159,6 @@ def _suggest(trial: optuna.Trial, pinned: frozenset[str]) -> dict[str, Any]:
 
 def _finish_sample(
     trial: optuna.Trial,
-    raw: dict[str, Any],
     hyperparams: dict[str, Any],
     context: SamplerContext,
     additional_args: dict[str, Any],
