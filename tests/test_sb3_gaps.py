@@ -159,3 +159,50 @@ def test_training_under_warnings_as_errors() -> None:
     result = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["10", "True"]
+
+
+# --- the release's remaining differences, as options ---------------------------------------------
+
+
+def test_release_normal_init_is_untruncated() -> None:
+    from sb3_qvpo.diffusion import get_weight_init
+
+    th.manual_seed(0)
+    layer = nn.Linear(400, 500)
+    get_weight_init("normal")(layer)
+    std = 1 / (2 * np.sqrt(400))
+    weights = layer.weight.detach()
+    assert weights.std().item() == pytest.approx(std, rel=0.02)
+    # An untruncated normal has 4.55% of its mass beyond 2 std; the truncated init has none.
+    assert (weights.abs() > 2 * std).float().mean().item() == pytest.approx(0.0455, abs=0.005)
+    assert th.all(layer.bias == 0)
+    get_weight_init("truncated_normal")(layer)
+    assert layer.weight.abs().max().item() <= 2 * std
+    model = QVPO("MlpPolicy", AsymmetricBoxEnv(), **tiny_kwargs(policy_kwargs=dict(net_arch=[256, 256], weight_init="normal")))
+    first = model.actor.noise_net.body[0].weight.detach()
+    assert (first.abs() > 2 / (2 * np.sqrt(first.shape[1]))).any()
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_independent_actor_batch(monkeypatch: pytest.MonkeyPatch, independent: bool) -> None:
+    model = QVPO("MlpPolicy", AsymmetricBoxEnv(), **tiny_kwargs(independent_actor_batch=independent))
+    model.learn(60)
+    critic_batches: list[th.Tensor] = []
+    actor_batches: list[th.Tensor] = []
+    original_critic_step, original_actor_step = model._critic_step, model._actor_step
+
+    def critic_step(replay_data: Any) -> Any:
+        critic_batches.append(replay_data.observations.clone())
+        return original_critic_step(replay_data)
+
+    def actor_step(observations: th.Tensor, entropy_coef: float) -> Any:
+        actor_batches.append(observations.clone())
+        return original_actor_step(observations, entropy_coef)
+
+    monkeypatch.setattr(model, "_critic_step", critic_step)
+    monkeypatch.setattr(model, "_actor_step", actor_step)
+    model.train(gradient_steps=3, batch_size=16)
+    assert len(actor_batches) == len(critic_batches) == 3
+    for critic_obs, actor_obs in zip(critic_batches, actor_batches, strict=True):
+        assert actor_obs.shape == critic_obs.shape == (16, 3)
+        assert th.equal(critic_obs, actor_obs) is not independent

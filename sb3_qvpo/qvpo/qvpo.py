@@ -66,6 +66,8 @@ class QVPO(DiffusionOffPolicyAlgorithm):
     :param entropy_coef: omega_ent: a float, a schedule of the remaining progress, or
         "lin_<start>[_<floor>]". Default "lin_0.02_0.002", the release's linear decay from 0.02
         to 0 over the run, floored at 0.002 (the paper's text: constant 0.01)
+    :param independent_actor_batch: train the actor on a second minibatch drawn independently of the
+        critic's, as the release does (``action_aug`` samples its own); False: the critic's minibatch
     :param max_grad_norm: gradient-norm clipping of actor and critic (release: 2.0; None: no clipping)
     :param replay_buffer_class: e.g. ``HerReplayBuffer``; chosen from the observation space if None
     :param replay_buffer_kwargs: keyword arguments of the replay buffer
@@ -112,6 +114,7 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         weight_transform: str = "qadv",
         qcut_threshold: float = 1.0,
         entropy_coef: EntropyCoef = "lin_0.02_0.002",
+        independent_actor_batch: bool = False,
         max_grad_norm: float | None = 2.0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -176,6 +179,7 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         self.weight_transform = weight_transform
         self.qcut_threshold = qcut_threshold
         self.entropy_coef = entropy_coef
+        self.independent_actor_batch = independent_actor_batch
 
         if _init_setup_model:
             self._setup_model()
@@ -313,7 +317,12 @@ class QVPO(DiffusionOffPolicyAlgorithm):
     def _gradient_step(self, replay_data: ReplayBufferSamples) -> dict[str, th.Tensor]:
         """Critic first, then actor, as in the release; both targets follow every step."""
         stats = self._critic_step(replay_data)
-        stats.update(self._actor_step(replay_data.observations, self._entropy_coef_now))
+        actor_observations = replay_data.observations
+        if self.independent_actor_batch:
+            # Drawn after the critic step, as the release's action_aug does.
+            actor_data = self.replay_buffer.sample(replay_data.rewards.shape[0], env=self._vec_normalize_env)  # type: ignore[union-attr]
+            actor_observations = actor_data.observations
+        stats.update(self._actor_step(actor_observations, self._entropy_coef_now))
         self._update_targets()
         return stats
 
