@@ -52,23 +52,23 @@ def test_qadv_with_one_sample_is_zero() -> None:
 
 def test_qcut() -> None:
     q = th.tensor([[0.2, 3.0, -1.0], [0.5, 0.1, 0.9], [1.0, 0.0, 0.0], [-5.0, -4.0, -6.0]])
-    index, weights = best_sample_weights(q, "qcut", qcut_threshold=1.0, qcut_floor=1e-3)
+    index, weights = best_sample_weights(q, "qcut", qcut_threshold=1.0)
     assert index.tolist() == [1, 2, 0, 1]
-    # Q_best >= threshold: the weight is Q_best (1.0 is kept, the comparison is >=); else the floor.
-    th.testing.assert_close(weights, th.tensor([3.0, 1e-3, 1.0, 1e-3]))
+    # The release's QCut: max(Q_best, cut); a best Q below the cut is weighted by the cut itself.
+    th.testing.assert_close(weights, th.tensor([3.0, 1.0, 1.0, 1.0]))
 
-    _, weights = best_sample_weights(q, "qcut", qcut_threshold=0.5, qcut_floor=0.25)
-    th.testing.assert_close(weights, th.tensor([3.0, 0.9, 1.0, 0.25]))
+    _, weights = best_sample_weights(q, "qcut", qcut_threshold=0.5)
+    th.testing.assert_close(weights, th.tensor([3.0, 0.9, 1.0, 0.5]))
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_qcut_random(seed: int) -> None:
     rng = np.random.default_rng(seed)
     q = rng.normal(loc=1.0, size=(20, 5))
-    index, weights = best_sample_weights(th.as_tensor(q), "qcut", qcut_threshold=1.2, qcut_floor=0.01)
+    index, weights = best_sample_weights(th.as_tensor(q), "qcut", qcut_threshold=1.2)
     best = q.max(axis=1)
     np.testing.assert_array_equal(index.numpy(), q.argmax(axis=1))
-    np.testing.assert_allclose(weights.numpy(), np.where(best >= 1.2, best, 0.01))
+    np.testing.assert_allclose(weights.numpy(), np.maximum(best, 1.2))
 
 
 def test_unknown_transform() -> None:

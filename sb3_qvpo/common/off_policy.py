@@ -15,10 +15,11 @@ from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
-from stable_baselines3.common.utils import FloatSchedule, polyak_update, update_learning_rate
+from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, polyak_update, update_learning_rate
 from torch.nn import functional as F
 
 from sb3_qvpo.common.actor import DiffusionActor
@@ -34,6 +35,8 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
     :attr:`policy_base`, and implement :meth:`_next_actions_q` (the TD target's min-Q at s') and
     :meth:`_gradient_step` (one update from one minibatch).
 
+    :param action_noise: optional extra exploration, as in SB3: noise added to the behaviour
+        action (in [-1, 1], then clipped) while collecting; not used by ``predict``
     :param max_grad_norm: gradient-norm clipping of actor and critic (None: no clipping)
     """
 
@@ -58,6 +61,7 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         gamma: float,
         train_freq: int | tuple[int, str],
         gradient_steps: int,
+        action_noise: ActionNoise | None,
         max_grad_norm: float | None,
         replay_buffer_class: type[ReplayBuffer] | None,
         replay_buffer_kwargs: dict[str, Any] | None,
@@ -87,7 +91,7 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
             gamma,
             train_freq,
             gradient_steps,
-            action_noise=None,
+            action_noise=action_noise,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
             optimize_memory_usage=optimize_memory_usage,
@@ -117,6 +121,14 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         self.actor_target = self.policy.actor_target
         self.critic = self.policy.critic
         self.critic_target = self.policy.critic_target
+        # Running statistics of BatchNorm layers are buffers, not parameters: copied to the targets
+        # at every target update, as SAC and TD3 do.
+        self.critic_batch_norm_stats = get_parameters_by_name(self.critic, ["running_"])
+        self.critic_batch_norm_stats_target = get_parameters_by_name(self.critic_target, ["running_"])
+        self.actor_batch_norm_stats = get_parameters_by_name(self.actor, ["running_"])
+        self.actor_batch_norm_stats_target = (
+            [] if self.actor_target is None else get_parameters_by_name(self.actor_target, ["running_"])
+        )
         self.actor_lr_schedule = FloatSchedule(self.actor_learning_rate)
         update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1))
 
@@ -152,10 +164,15 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         return {"critic_loss": critic_loss.detach(), "q_values": current_q[0].detach().mean(), "target_q": target_q.mean()}
 
     def _update_targets(self, actor: bool = True) -> None:
-        """Polyak update of the critic target, and of the actor target when ``actor`` (and one exists)."""
+        """
+        Polyak update of the critic target, and of the actor target when ``actor`` (and one exists);
+        BatchNorm running statistics are copied (SB3's rule, also with tau = 0).
+        """
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+        polyak_update(self.critic_batch_norm_stats, self.critic_batch_norm_stats_target, 1.0)
         if actor and self.actor_target is not None:
             polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+            polyak_update(self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0)
 
     def _before_gradient_steps(self) -> None:
         """Per-``train`` preparations (schedules); called after the learning rates are updated."""
@@ -259,7 +276,18 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "actor_target", "critic", "critic_target", "actor_lr_schedule"]
+        return [
+            *super()._excluded_save_params(),
+            "actor",
+            "actor_target",
+            "critic",
+            "critic_target",
+            "actor_lr_schedule",
+            "critic_batch_norm_stats",
+            "critic_batch_norm_stats_target",
+            "actor_batch_norm_stats",
+            "actor_batch_norm_stats_target",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer"], []

@@ -16,6 +16,17 @@ def truncated_normal_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def release_normal_init(module: nn.Module) -> None:
+    """
+    What QVPO's release (and DIPO's code) actually runs for every Linear: N(0, 1 / (2 sqrt(fan_in))),
+    *untruncated* (its truncation loop rebinds a local name and never writes back), zero bias.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=1.0 / (2.0 * math.sqrt(module.in_features)))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def xavier_uniform_init(module: nn.Module) -> None:
     """QSM's (jaxrl5 ``default_init``, flax's zero bias) for every Linear."""
     if isinstance(module, nn.Linear):
@@ -24,7 +35,11 @@ def xavier_uniform_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-WEIGHT_INITS = {"truncated_normal": truncated_normal_init, "xavier_uniform": xavier_uniform_init}
+WEIGHT_INITS = {
+    "truncated_normal": truncated_normal_init,
+    "normal": release_normal_init,
+    "xavier_uniform": xavier_uniform_init,
+}
 
 
 def get_weight_init(name: str) -> Callable[[nn.Module], None]:
@@ -99,7 +114,8 @@ class NoisePredictionNet(nn.Module):
         :param time_embedding: "sinusoidal" (QVPO's release, DIPO) or "fourier" (QSM's learned frequencies)
         :param time_features_dim: output size of the time MLP (None: ``time_embedding_dim``, as in
             the release; QSM: 128)
-        :param weight_init: "truncated_normal" (the release's) or "xavier_uniform" (QSM's)
+        :param weight_init: "truncated_normal" (the release's intent), "normal" (what the release runs)
+            or "xavier_uniform" (QSM's)
         """
         super().__init__()
         if len(net_arch) == 0:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
 
@@ -84,6 +85,8 @@ class DIPO(DiffusionOffPolicyAlgorithm):
     :param gamma: discount factor (0.99)
     :param train_freq: update every ``train_freq`` steps, or a tuple ``(n, "step" | "episode")``
     :param gradient_steps: gradient steps per rollout (-1: as many as environment steps)
+    :param action_noise: optional extra exploration (SB3's ``ActionNoise``), added to the behaviour
+        action while collecting; None (default): the policy's own sampling explores
     :param action_learning_rate: Adam learning rate of the action gradient (official: 0.03)
     :param action_gradient_steps: ascent steps per update (official: 20; HalfCheetah 40)
     :param action_grad_norm_ratio: the batch's action-gradient norm is clipped to
@@ -126,6 +129,7 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         gamma: float = 0.99,
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
         action_learning_rate: float = 0.03,
         action_gradient_steps: int = 20,
         action_grad_norm_ratio: float = 0.1,
@@ -167,6 +171,7 @@ class DIPO(DiffusionOffPolicyAlgorithm):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
+            action_noise=action_noise,
             max_grad_norm=max_grad_norm,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,

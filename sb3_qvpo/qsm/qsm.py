@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
 
@@ -63,6 +64,8 @@ class QSM(DiffusionOffPolicyAlgorithm):
     :param gamma: discount factor (0.99)
     :param train_freq: update every ``train_freq`` steps, or a tuple ``(n, "step" | "episode")``
     :param gradient_steps: gradient steps per rollout (-1: as many as environment steps)
+    :param action_noise: optional extra exploration (SB3's ``ActionNoise``), added to the behaviour
+        action while collecting; None (default): the policy's own sampling explores
     :param q_score_scale: M_q, the scale of grad_a Q the noise prediction is matched to (official
         config: 50; its README suggests 120 for humanoid and quadruped)
     :param target_noise: std of the Gaussian noise on the TD target's next action (official: 0.1)
@@ -102,6 +105,7 @@ class QSM(DiffusionOffPolicyAlgorithm):
         gamma: float = 0.99,
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
         q_score_scale: float = 50.0,
         target_noise: float = 0.1,
         max_grad_norm: float | None = None,
@@ -133,6 +137,7 @@ class QSM(DiffusionOffPolicyAlgorithm):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
+            action_noise=action_noise,
             max_grad_norm=max_grad_norm,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
@@ -178,6 +183,8 @@ class QSM(DiffusionOffPolicyAlgorithm):
 
     def _gradient_step(self, replay_data: ReplayBufferSamples) -> dict[str, th.Tensor]:
         stats = self._critic_step(replay_data)
-        self._update_targets(actor=False)
         stats.update(self._actor_step(replay_data))
+        # After the actor step (the same critic targets as right after the critic step, which the
+        # official update_q does), so that BatchNorm statistics updated by the actor step reach them.
+        self._update_targets(actor=False)
         return stats

@@ -1,9 +1,12 @@
 """QVPO: Q-weighted Variational Policy Optimization (Ding et al., NeurIPS 2024) for Stable-Baselines3."""
 
-from typing import Any, ClassVar
+import io
+import pathlib
+from typing import Any, ClassVar, TypeVar
 
 import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
 
@@ -19,6 +22,8 @@ from sb3_qvpo.qvpo.policies import (
     candidate_min_q,
 )
 from sb3_qvpo.qvpo.weights import WEIGHT_TRANSFORMS, best_sample_weights
+
+SelfQVPO = TypeVar("SelfQVPO", bound="QVPO")
 
 # Policy kwargs that QVPO sets from its own parameters.
 _ALGORITHM_OWNED_POLICY_KWARGS = ("n_behavior_samples", "n_eval_samples")
@@ -46,6 +51,8 @@ class QVPO(DiffusionOffPolicyAlgorithm):
     :param gamma: discount factor (0.99)
     :param train_freq: update every ``train_freq`` steps, or a tuple ``(n, "step" | "episode")``
     :param gradient_steps: gradient steps per rollout (-1: as many as environment steps)
+    :param action_noise: optional extra exploration (SB3's ``ActionNoise``), added to the behaviour
+        action while collecting; None (default): the policy's own sampling explores
     :param n_action_samples: N_d, actions sampled per state for the actor loss (64)
     :param n_uniform_samples: N_e, uniform actions per state for the entropy term (10; 0 disables it)
     :param n_behavior_samples: K_b, candidates per step when collecting and in
@@ -55,10 +62,12 @@ class QVPO(DiffusionOffPolicyAlgorithm):
     :param n_eval_samples: candidates per observation for ``predict(deterministic=True)``, which
         EvalCallback and rl-zoo3 use (release: 32)
     :param weight_transform: "qadv" (release and paper's choice) or "qcut"
-    :param qcut_threshold: Q below which "qcut" gives the floor weight (release: 1.0)
+    :param qcut_threshold: the cut of "qcut": weight = max(Q_best, cut) (release: 1.0)
     :param entropy_coef: omega_ent: a float, a schedule of the remaining progress, or
         "lin_<start>[_<floor>]". Default "lin_0.02_0.002", the release's linear decay from 0.02
         to 0 over the run, floored at 0.002 (the paper's text: constant 0.01)
+    :param independent_actor_batch: train the actor on a second minibatch drawn independently of the
+        critic's, as the release does (``action_aug`` samples its own); False: the critic's minibatch
     :param max_grad_norm: gradient-norm clipping of actor and critic (release: 2.0; None: no clipping)
     :param replay_buffer_class: e.g. ``HerReplayBuffer``; chosen from the observation space if None
     :param replay_buffer_kwargs: keyword arguments of the replay buffer
@@ -96,6 +105,7 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         gamma: float = 0.99,
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 1,
+        action_noise: ActionNoise | None = None,
         n_action_samples: int = 64,
         n_uniform_samples: int = 10,
         n_behavior_samples: int = 4,
@@ -104,6 +114,7 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         weight_transform: str = "qadv",
         qcut_threshold: float = 1.0,
         entropy_coef: EntropyCoef = "lin_0.02_0.002",
+        independent_actor_batch: bool = False,
         max_grad_norm: float | None = 2.0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -133,7 +144,6 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         for key in _ALGORITHM_OWNED_POLICY_KWARGS:
             if key in policy_kwargs:
                 raise ValueError(f"Set {key} as a QVPO parameter, not in policy_kwargs")
-        policy_kwargs.update(n_behavior_samples=n_behavior_samples, n_eval_samples=n_eval_samples)
 
         super().__init__(
             policy,
@@ -147,6 +157,7 @@ class QVPO(DiffusionOffPolicyAlgorithm):
             gamma=gamma,
             train_freq=train_freq,
             gradient_steps=gradient_steps,
+            action_noise=action_noise,
             max_grad_norm=max_grad_norm,
             replay_buffer_class=replay_buffer_class,
             replay_buffer_kwargs=replay_buffer_kwargs,
@@ -161,19 +172,107 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         )
         self.n_action_samples = n_action_samples
         self.n_uniform_samples = n_uniform_samples
-        self.n_behavior_samples = n_behavior_samples
+        # Handed to the policy when it is built; afterwards the policy's values are the ones used (see the properties).
+        self._n_behavior_samples = n_behavior_samples
         self.n_target_samples = n_target_samples
-        self.n_eval_samples = n_eval_samples
+        self._n_eval_samples = n_eval_samples
         self.weight_transform = weight_transform
         self.qcut_threshold = qcut_threshold
         self.entropy_coef = entropy_coef
+        self.independent_actor_batch = independent_actor_batch
 
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        super()._setup_model()
+        self._adopt_sample_counts()
+        # The counts reach the policy without entering ``policy_kwargs``, which stays as the user gave
+        # it (so ``load(..., policy_kwargs=<the same dict>)`` passes SB3's equality check).
+        user_policy_kwargs = self.policy_kwargs
+        self.policy_kwargs = {
+            **user_policy_kwargs,
+            "n_behavior_samples": self._n_behavior_samples,
+            "n_eval_samples": self._n_eval_samples,
+        }
+        try:
+            super()._setup_model()
+        finally:
+            self.policy_kwargs = user_policy_kwargs
         self.entropy_coef_schedule = make_entropy_schedule(self.entropy_coef)
+
+    def _adopt_sample_counts(self) -> None:
+        """
+        Take the sample counts that ``load`` put straight into ``__dict__`` (its keyword overrides,
+        ``custom_objects``, and files saved before the counts became properties, which also kept them
+        in ``policy_kwargs``) as the ones to use.
+        """
+        self.policy_kwargs = dict(self.policy_kwargs)
+        for name in _ALGORITHM_OWNED_POLICY_KWARGS:
+            stored = self.policy_kwargs.pop(name, None)
+            value = self.__dict__.pop(name, stored)
+            if value is not None:
+                check_count(name, value)
+                setattr(self, f"_{name}", value)
+
+    def _policy_count(self, name: str) -> int:
+        policy = self.__dict__.get("policy")
+        return getattr(policy, name) if isinstance(policy, QVPOPolicy) else getattr(self, f"_{name}")
+
+    def _set_policy_count(self, name: str, value: int) -> None:
+        check_count(name, value)
+        setattr(self, f"_{name}", value)
+        policy = self.__dict__.get("policy")
+        if isinstance(policy, QVPOPolicy):
+            setattr(policy, name, value)
+
+    @property
+    def n_behavior_samples(self) -> int:
+        """K_b: the policy's, so setting it on the model or on ``model.policy`` is the same."""
+        return self._policy_count("n_behavior_samples")
+
+    @n_behavior_samples.setter
+    def n_behavior_samples(self, value: int) -> None:
+        self._set_policy_count("n_behavior_samples", value)
+
+    @property
+    def n_eval_samples(self) -> int:
+        """Candidates of ``predict(deterministic=True)``: the policy's, as ``n_behavior_samples``."""
+        return self._policy_count("n_eval_samples")
+
+    @n_eval_samples.setter
+    def n_eval_samples(self, value: int) -> None:
+        self._set_policy_count("n_eval_samples", value)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfQVPO],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfQVPO:
+        """SB3's ``load``; the sample counts can be overridden by keyword or through ``custom_objects``."""
+        custom_objects = dict(custom_objects or {})
+        for name in _ALGORITHM_OWNED_POLICY_KWARGS:
+            if name in custom_objects:
+                kwargs.setdefault(name, custom_objects.pop(name))
+        return super().load(
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects or None,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The policy may have been changed directly (model.policy.n_eval_samples = ...): store its values.
+        self._n_behavior_samples, self._n_eval_samples = self.n_behavior_samples, self.n_eval_samples
+        super().save(*args, **kwargs)
 
     def _next_actions_q(self, next_observations: PyTorchObs) -> th.Tensor:
         """min-Q' of the best of K_t target-actor samples, scored by the target critics."""
@@ -218,7 +317,12 @@ class QVPO(DiffusionOffPolicyAlgorithm):
     def _gradient_step(self, replay_data: ReplayBufferSamples) -> dict[str, th.Tensor]:
         """Critic first, then actor, as in the release; both targets follow every step."""
         stats = self._critic_step(replay_data)
-        stats.update(self._actor_step(replay_data.observations, self._entropy_coef_now))
+        actor_observations = replay_data.observations
+        if self.independent_actor_batch:
+            # Drawn after the critic step, as the release's action_aug does.
+            actor_data = self.replay_buffer.sample(replay_data.rewards.shape[0], env=self._vec_normalize_env)  # type: ignore[union-attr]
+            actor_observations = actor_data.observations
+        stats.update(self._actor_step(actor_observations, self._entropy_coef_now))
         self._update_targets()
         return stats
 

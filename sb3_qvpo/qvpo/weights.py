@@ -9,7 +9,6 @@ def best_sample_weights(
     q_values: th.Tensor,
     weight_transform: str = "qadv",
     qcut_threshold: float = 1.0,
-    qcut_floor: float = 1e-3,
 ) -> tuple[th.Tensor, th.Tensor]:
     """
     Keep the highest-Q sample of each state and weight it.
@@ -18,7 +17,8 @@ def best_sample_weights(
     sample with the largest weight is the one with the largest Q.
 
     - "qadv" (eq. 9): max(Q(s, a_max) - V(s), 0), with V(s) the mean Q of the samples;
-    - "qcut": Q(s, a_max) where it is at least ``qcut_threshold``, else the small ``qcut_floor``.
+    - "qcut": max(Q(s, a_max), ``qcut_threshold``), as the release's ``QCut`` (``agent/q_transform.py``)
+      computes it: a best Q below the cut gets the cut itself as its weight.
 
     Returns (index of the best sample, its weight), each of shape (n_states,).
     """
@@ -26,7 +26,7 @@ def best_sample_weights(
     if weight_transform == "qadv":
         weights = (best_q - q_values.mean(dim=1)).clamp(min=0.0)
     elif weight_transform == "qcut":
-        weights = th.where(best_q >= qcut_threshold, best_q, th.full_like(best_q, qcut_floor))
+        weights = best_q.clamp(min=qcut_threshold)
     else:
         raise ValueError(f"Unknown weight_transform {weight_transform!r}: expected one of {WEIGHT_TRANSFORMS}")
     return best_index, weights
