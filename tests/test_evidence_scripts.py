@@ -64,6 +64,24 @@ def test_qvpo_settings_cover_every_task_and_build(learning: ModuleType) -> None:
         assert model.n_action_samples == entry["n_action_samples"]
 
 
+@pytest.mark.parametrize("variant", ["normal-init", "independent-batch", "release"])
+def test_qvpo_variants_are_the_task_entry_plus_their_options(learning: ModuleType, variant: str) -> None:
+    conf_path = learning.write_qvpo_conf(list(learning.TASK_BUDGETS))
+    entry = yaml.safe_load(conf_path.read_text())["Pendulum-v1"]
+    run = learning.Run("Pendulum-v1", "qvpo", 0, variant)
+    flag, *overrides = learning.variant_params(run, conf_path)
+    assert flag == "-params"
+    # rl-zoo3's StoreDict evaluates each "key:value" the same way.
+    params = {key: eval(value) for key, value in (override.split(":", 1) for override in overrides)}
+    policy_extra, algo_params = learning.QVPO_VARIANTS[variant]
+    assert params["policy_kwargs"] == {**eval(entry["policy_kwargs"]), **{k: eval(v) for k, v in policy_extra.items()}}
+    kwargs = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy")}
+    model = QVPO(entry["policy"], "Pendulum-v1", **{**kwargs, **params})
+    assert model.independent_actor_batch == eval(algo_params["independent_actor_batch"])
+    assert model.policy.weight_init == eval(policy_extra["weight_init"])
+    assert run.evaluations_path.name == f"qvpo-{variant}_seed0.npz"
+
+
 def test_report_summarises_final_and_best_over_seeds(learning: ModuleType) -> None:
     task = "Pendulum-v1"
     (learning.RESULTS_DIR / task).mkdir()
