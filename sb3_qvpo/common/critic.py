@@ -12,11 +12,15 @@ from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_b
 from sb3_qvpo.diffusion.fast_sampler import SMALL_BATCH_ROWS, default_chunk_rows
 
 
+def q_values_per_network(critic: ContinuousCritic, critic_features: th.Tensor, actions: th.Tensor) -> th.Tensor:
+    """Every Q network's value, shape (n_rows, n_critics); features already extracted."""
+    q_input = th.cat([critic_features, actions], dim=1)
+    return th.cat([q_net(q_input) for q_net in critic.q_networks], dim=1)
+
+
 def min_q_values(critic: ContinuousCritic, critic_features: th.Tensor, actions: th.Tensor) -> th.Tensor:
     """min over the critic's Q networks, as a flat (n_rows,) tensor; features already extracted."""
-    q_input = th.cat([critic_features, actions], dim=1)
-    q_values = th.cat([q_net(q_input) for q_net in critic.q_networks], dim=1)
-    return q_values.min(dim=1).values
+    return q_values_per_network(critic, critic_features, actions).min(dim=1).values
 
 
 def candidate_min_q(
@@ -75,8 +79,7 @@ def q_action_gradient(critic: ContinuousCritic, critic_features: th.Tensor, acti
     """
     with th.enable_grad():
         actions = actions.detach().requires_grad_(True)
-        q_input = th.cat([critic_features.detach(), actions], dim=1)
-        q_values = th.cat([q_net(q_input) for q_net in critic.q_networks], dim=1)
+        q_values = q_values_per_network(critic, critic_features.detach(), actions)
         if reduce == "mean":
             objective = q_values.mean(dim=1).sum()
         elif reduce == "min":

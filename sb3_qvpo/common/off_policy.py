@@ -7,6 +7,7 @@ loop with its logging, and save/load. Each algorithm adds its TD-target action a
 import io
 import math
 import pathlib
+import time
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.buffers import ReplayBuffer
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import ContinuousCritic
@@ -163,15 +164,17 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         self._optimize(self.critic.optimizer, critic_loss, self.critic.parameters())
         return {"critic_loss": critic_loss.detach(), "q_values": current_q[0].detach().mean(), "target_q": target_q.mean()}
 
-    def _update_targets(self, actor: bool = True) -> None:
+    def _update_targets(self, actor: bool = True, actor_tau: float | None = None) -> None:
         """
-        Polyak update of the critic target, and of the actor target when ``actor`` (and one exists);
-        BatchNorm running statistics are copied (SB3's rule, also with tau = 0).
+        Polyak update of the critic target, and of the actor target when ``actor`` (and one exists)
+        with ``actor_tau`` (None: ``tau``); BatchNorm running statistics are copied (SB3's rule,
+        also with tau = 0).
         """
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
         polyak_update(self.critic_batch_norm_stats, self.critic_batch_norm_stats_target, 1.0)
         if actor and self.actor_target is not None:
-            polyak_update(self.actor.parameters(), self.actor_target.parameters(), self.tau)
+            actor_tau = self.tau if actor_tau is None else actor_tau
+            polyak_update(self.actor.parameters(), self.actor_target.parameters(), actor_tau)
             polyak_update(self.actor_batch_norm_stats, self.actor_batch_norm_stats_target, 1.0)
 
     def _before_gradient_steps(self) -> None:
@@ -221,6 +224,63 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+    def learn_offline(
+        self: SelfDiffusionAlgorithm,
+        total_gradient_steps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1000,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfDiffusionAlgorithm:
+        """
+        Train from what the replay buffer holds (a dataset, see ``load_dataset``), never stepping
+        the environment: ``total_gradient_steps`` updates of the algorithm's own rule.
+
+        It runs as ``learn`` does, with one gradient step in place of one environment step:
+        ``num_timesteps`` counts gradient steps, callbacks are called after every one (so
+        ``EvalCallback(eval_freq=k)`` evaluates every k updates and ``CheckpointCallback`` saves
+        as usual), the logger is dumped every ``log_interval`` updates, and learning-rate
+        schedules see the progress of this call. ``learn`` then fine-tunes online with the same
+        model and buffer.
+        """
+        check_count("total_gradient_steps", total_gradient_steps)
+        if self.replay_buffer is None or self.replay_buffer.size() == 0:
+            raise ValueError(
+                f"{self.algorithm_name}.learn_offline trains from the replay buffer, which is empty: "
+                "load a dataset first (model.load_dataset(...))"
+            )
+        if progress_bar:
+            callbacks = callback if isinstance(callback, list) else [] if callback is None else [callback]
+            callback = [*callbacks, GradientStepProgressBar()]
+        total_timesteps, callback = self._setup_learn(
+            total_gradient_steps,
+            callback,
+            reset_num_timesteps,
+            self.algorithm_name if tb_log_name is None else tb_log_name,
+            progress_bar=False,
+        )
+        callback.on_training_start(locals(), globals())
+        start_updates = self.num_timesteps
+        while self.num_timesteps < total_timesteps:
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            self.train(gradient_steps=1, batch_size=self.batch_size)
+            self.num_timesteps += 1
+            callback.update_locals(locals())
+            if not callback.on_step():
+                break
+            if log_interval > 0 and self.num_timesteps % log_interval == 0:
+                self._dump_offline_logs(self.num_timesteps - start_updates)
+        callback.on_training_end()
+        return self
+
+    def _dump_offline_logs(self, updates_this_call: int) -> None:
+        elapsed = max((time.time_ns() - self.start_time) / 1e9, 1e-9)
+        self.logger.record("time/gradient_steps", self.num_timesteps, exclude="tensorboard")
+        self.logger.record("time/updates_per_second", int(updates_this_call / elapsed))
+        self.logger.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
 
     def _setup_learn(
         self,
@@ -291,3 +351,11 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer"], []
+
+
+class GradientStepProgressBar(ProgressBarCallback):
+    """SB3's progress bar, advanced by one per gradient step (its own counts environment steps)."""
+
+    def _on_step(self) -> bool:
+        self.pbar.update(1)
+        return True

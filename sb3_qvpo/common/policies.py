@@ -33,6 +33,22 @@ def draw_samples(
     return actor.sample(features, generator, n_per_state=n_per_state, noise_scale=noise_scale)
 
 
+ACTION_SELECTIONS = ("best", "softmax")
+
+
+def choose_candidates(q_values: th.Tensor, selection: str, generator: th.Generator | None = None) -> th.Tensor:
+    """
+    Index of the chosen candidate per state, from (n_states, n_candidates) min-Q values:
+    "best" the highest (QVPO's best-of-K); "softmax" one drawn with probabilities softmax(Q)
+    (Diffusion-QL's ``sample_action``: ``multinomial(softmax(q))``, no temperature).
+    """
+    if selection == "best":
+        return q_values.argmax(dim=1)
+    if selection == "softmax":
+        return th.multinomial(th.softmax(q_values, dim=1), 1, generator=generator).squeeze(1)
+    raise ValueError(f"Unknown action_selection {selection!r}: expected one of {ACTION_SELECTIONS}")
+
+
 @th.no_grad()
 def best_of_k(
     actor: DiffusionActor,
@@ -41,9 +57,11 @@ def best_of_k(
     n_samples: int,
     generator: th.Generator | None = None,
     noise_scale: float = 1.0,
+    selection: str = "best",
 ) -> tuple[th.Tensor, th.Tensor]:
     """
-    Draw ``n_samples`` actions per observation and keep the one with the highest min-Q.
+    Draw ``n_samples`` actions per observation and keep the one with the highest min-Q (or, with
+    ``selection="softmax"``, one drawn by :func:`choose_candidates`).
 
     This is QVPO's K-efficient policy: the behaviour policy (K_b), the evaluation policy
     and, with the target networks, the TD-target policy (K_t). Returns (actions, their min-Q).
@@ -53,9 +71,9 @@ def best_of_k(
     n_obs = actor_features.shape[0]
     candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale)
     q_values = candidate_min_q(critic, critic_features, candidates, n_samples, actor.fast_path)
-    best_q, best_index = q_values.max(dim=1)
-    best_actions = candidates.view(n_obs, n_samples, -1)[th.arange(n_obs, device=candidates.device), best_index]
-    return best_actions, best_q
+    chosen = choose_candidates(q_values, selection, generator)
+    rows = th.arange(n_obs, device=candidates.device)
+    return candidates.view(n_obs, n_samples, -1)[rows, chosen], q_values[rows, chosen]
 
 
 @th.no_grad()
@@ -66,10 +84,11 @@ def select_actions(
     n_samples: int,
     generator: th.Generator | None = None,
     noise_scale: float = 1.0,
+    selection: str = "best",
 ) -> th.Tensor:
     """:func:`best_of_k`'s actions; with one sample the critic is not consulted (same action, less work)."""
     if n_samples > 1:
-        return best_of_k(actor, critic, obs, n_samples, generator, noise_scale)[0]
+        return best_of_k(actor, critic, obs, n_samples, generator, noise_scale, selection)[0]
     return draw_samples(actor, actor.extract_features(obs, actor.features_extractor), generator, 1, noise_scale)
 
 
@@ -97,13 +116,18 @@ class DiffusionPolicy(BasePolicy):
     :param time_embedding: "sinusoidal" or "fourier" (learned frequencies, QSM)
     :param time_hidden_dim: hidden width of the time MLP (None: the actor's first width)
     :param time_features_dim: output size of the time MLP (None: ``time_embedding_dim``)
-    :param weight_init: init of every Linear of both networks: "truncated_normal" or "xavier_uniform"
+    :param weight_init: init of every Linear of both networks: "truncated_normal", "normal",
+        "xavier_uniform" or "pytorch_default"
     :param reverse_process: "x0_clipped" or "xt_clipped" (see :mod:`sb3_qvpo.diffusion.reverse`)
     :param exploration_noise: std of Gaussian noise added to ``predict(deterministic=False)``'s
         actions in [-1, 1], then clipped (QSM: 0.1)
     :param eval_noise_scale: noise scale of the reverse chain in ``predict(deterministic=True)``
         (DIPO: 0, a noise-free chain)
     :param use_actor_target: keep a Polyak-averaged copy of the actor (QSM has none)
+    :param action_selection: how ``predict`` picks among its candidates: "best" (highest min-Q) or
+        "softmax" (drawn with probabilities softmax(min-Q), Diffusion-QL)
+    :param score_with_target_critic: score ``predict``'s candidates with the target critic
+        (Diffusion-QL) instead of the critic
     """
 
     actor: DiffusionActor
@@ -141,6 +165,8 @@ class DiffusionPolicy(BasePolicy):
         exploration_noise: float = 0.0,
         eval_noise_scale: float = 1.0,
         use_actor_target: bool = True,
+        action_selection: str = "best",
+        score_with_target_critic: bool = False,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"eps": 1e-5}
@@ -164,6 +190,8 @@ class DiffusionPolicy(BasePolicy):
             if not 0 <= scale < float("inf"):
                 raise ValueError(f"{name} must be a finite float >= 0, got {scale!r}")
         get_weight_init(weight_init)  # fail now with the name, not inside a network
+        if action_selection not in ACTION_SELECTIONS:
+            raise ValueError(f"Unknown action_selection {action_selection!r}: expected one of {ACTION_SELECTIONS}")
         if net_arch is None:
             net_arch = list(DEFAULT_NET_ARCH)
         actor_arch, critic_arch = get_actor_critic_arch(net_arch)
@@ -188,6 +216,8 @@ class DiffusionPolicy(BasePolicy):
         self.exploration_noise = exploration_noise
         self.eval_noise_scale = eval_noise_scale
         self.use_actor_target = use_actor_target
+        self.action_selection = action_selection
+        self.score_with_target_critic = score_with_target_critic
         self.actor_kwargs = {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
@@ -279,6 +309,8 @@ class DiffusionPolicy(BasePolicy):
                 exploration_noise=self.exploration_noise,
                 eval_noise_scale=self.eval_noise_scale,
                 use_actor_target=self.use_actor_target,
+                action_selection=self.action_selection,
+                score_with_target_critic=self.score_with_target_critic,
             )
         )
         return data
@@ -293,11 +325,15 @@ class DiffusionPolicy(BasePolicy):
         scaled by ``eval_noise_scale``, so the "deterministic" action is a function of the
         observation and the weights alone.
         """
+        critic = self.critic_target if self.score_with_target_critic else self.critic
+        selection = self.action_selection
         if deterministic:
             generator = th.Generator(device=self.device)
             generator.manual_seed(self.eval_seed)
-            return select_actions(self.actor, self.critic, observation, self.n_eval_samples, generator, self.eval_noise_scale)
-        actions = select_actions(self.actor, self.critic, observation, self.n_behavior_samples)
+            return select_actions(
+                self.actor, critic, observation, self.n_eval_samples, generator, self.eval_noise_scale, selection
+            )
+        actions = select_actions(self.actor, critic, observation, self.n_behavior_samples, selection=selection)
         if self.exploration_noise > 0:
             actions = (actions + self.exploration_noise * th.randn_like(actions)).clamp_(-1.0, 1.0)
         return actions

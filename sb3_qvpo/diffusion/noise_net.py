@@ -35,10 +35,15 @@ def xavier_uniform_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def pytorch_default_init(module: nn.Module) -> None:
+    """Keep ``nn.Linear``'s own init (Kaiming-uniform weights, uniform bias): Diffusion-QL's, which sets none."""
+
+
 WEIGHT_INITS = {
     "truncated_normal": truncated_normal_init,
     "normal": release_normal_init,
     "xavier_uniform": xavier_uniform_init,
+    "pytorch_default": pytorch_default_init,
 }
 
 
@@ -114,8 +119,8 @@ class NoisePredictionNet(nn.Module):
         :param time_embedding: "sinusoidal" (QVPO's release, DIPO) or "fourier" (QSM's learned frequencies)
         :param time_features_dim: output size of the time MLP (None: ``time_embedding_dim``, as in
             the release; QSM: 128)
-        :param weight_init: "truncated_normal" (the release's intent), "normal" (what the release runs)
-            or "xavier_uniform" (QSM's)
+        :param weight_init: "truncated_normal" (the release's intent), "normal" (what the release runs),
+            "xavier_uniform" (QSM's) or "pytorch_default" (Diffusion-QL's)
         """
         super().__init__()
         if len(net_arch) == 0:
