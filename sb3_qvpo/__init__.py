@@ -1,7 +1,11 @@
-"""sb3-qvpo: diffusion-policy actor-critics for Stable-Baselines3: QVPO, and the paper's baselines QSM and DIPO."""
+"""
+sb3-qvpo: diffusion-policy actor-critics for Stable-Baselines3: QVPO, the paper's baselines QSM and
+DIPO, and Diffusion-QL (offline RL).
+"""
 
 import os
 
+from sb3_qvpo.diffusion_ql import DiffusionQL, DiffusionQLPolicy
 from sb3_qvpo.dipo import DIPO, DIPOPolicy
 from sb3_qvpo.qsm import QSM, QSMPolicy
 from sb3_qvpo.qvpo import QVPO, CnnPolicy, MlpPolicy, MultiInputPolicy, QVPOPolicy
@@ -15,6 +19,8 @@ __all__ = [
     "QVPO",
     "CnnPolicy",
     "DIPOPolicy",
+    "DiffusionQL",
+    "DiffusionQLPolicy",
     "MlpPolicy",
     "MultiInputPolicy",
     "QSMPolicy",

@@ -1,6 +1,7 @@
 """
-QSM and DIPO are drop-in SB3 algorithms like QVPO: Box and Dict observations, HER, VecEnvs,
-VecNormalize, save/load, exact resume, and the same clear errors for bad input.
+QSM, DIPO and DiffusionQL (here online, as for fine-tuning) are drop-in SB3 algorithms like QVPO:
+Box and Dict observations, HER, VecEnvs, VecNormalize, save/load, exact resume, and the same clear
+errors for bad input.
 """
 
 from pathlib import Path
@@ -27,11 +28,11 @@ from test_resume import (
     scramble_rngs,
 )
 
-from sb3_qvpo import DIPO, QSM, QVPO
+from sb3_qvpo import DIPO, QSM, QVPO, DiffusionQL
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.dipo import DictDiffusionMemoryReplayBuffer, DiffusionMemoryReplayBuffer, HerDiffusionMemoryReplayBuffer
 
-ALGORITHMS = {"QSM": QSM, "DIPO": DIPO}
+ALGORITHMS = {"QSM": QSM, "DIPO": DIPO, "DiffusionQL": DiffusionQL}
 NAMES = list(ALGORITHMS)
 
 
@@ -228,6 +229,15 @@ def test_rejects_bad_action_spaces(name: str, action_space: gym.spaces.Space, me
         ("DIPO", dict(policy_kwargs=dict(n_behavior_samples=0)), "n_behavior_samples"),
         ("DIPO", dict(policy_kwargs=dict(eval_noise_scale=-1.0)), "eval_noise_scale"),
         ("DIPO", dict(policy_kwargs=dict(n_diffusion_steps=0)), "n_diffusion_steps"),
+        ("DiffusionQL", dict(eta=-1.0), "eta"),
+        ("DiffusionQL", dict(eta=float("nan")), "eta"),
+        ("DiffusionQL", dict(ema_decay=1.5), "ema_decay"),
+        ("DiffusionQL", dict(ema_update_interval=0), "ema_update_interval"),
+        ("DiffusionQL", dict(ema_start_update=-1), "ema_start_update"),
+        ("DiffusionQL", dict(n_backup_samples=0), "n_backup_samples"),
+        ("DiffusionQL", dict(policy_kwargs=dict(n_critics=3)), "n_critics=2"),
+        ("DiffusionQL", dict(policy_kwargs=dict(use_actor_target=False)), "actor target"),
+        ("DiffusionQL", dict(policy_kwargs=dict(action_selection="greedy")), "action_selection"),
     ],
 )
 def test_rejects_bad_arguments(name: str, overrides: dict[str, Any], message: str) -> None:
@@ -269,7 +279,7 @@ def test_non_finite_transitions_are_refused(name: str) -> None:
         model.learn(20)
 
 
-@pytest.mark.parametrize(("loader", "saver"), [(QSM, QVPO), (DIPO, QSM), (QVPO, DIPO)])
+@pytest.mark.parametrize(("loader", "saver"), [(QSM, QVPO), (DIPO, QSM), (QVPO, DIPO), (DiffusionQL, QVPO), (QVPO, DiffusionQL)])
 def test_load_file_of_another_diffusion_algorithm(tmp_path: Path, loader: type, saver: type) -> None:
     saver("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[8], n_diffusion_steps=2)).save(tmp_path / "other.zip")
     with pytest.raises(TypeError, match="another algorithm"):
