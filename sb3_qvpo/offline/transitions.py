@@ -96,7 +96,7 @@ def validate_transitions(transitions: TransitionSet, observation_space: spaces.S
     if outside.any():
         row = int(np.argmax(outside))
         raise ValueError(
-            f"{source}: {int(outside.sum())} actions are outside the environment's action bounds "
+            f"{source}: {int(outside.sum())} of {n_transitions} actions are outside the environment's action bounds "
             f"[{act_space.low}, {act_space.high}] (first at transition {row}: {transitions.actions[row]})"
         )
 
