@@ -21,6 +21,7 @@ from sb3_qvpo.offline import (
     TransitionSet,
     check_matches_env,
     collect_random,
+    collect_with_model,
     collect_with_zoo_agent,
     fill_model_replay_buffer,
     fill_replay_buffer,
@@ -148,6 +149,7 @@ def test_zoo_agent_sees_normalised_observations_and_the_dataset_keeps_raw_ones(t
             *hyperparams,
         ]
     )
+    model_path = logs / "sac" / "Pendulum-v1_1" / "Pendulum-v1.zip"
     stats = logs / "sac" / "Pendulum-v1_1" / "Pendulum-v1" / "vecnormalize.pkl"
     assert stats.is_file()
 
@@ -160,10 +162,16 @@ def test_zoo_agent_sees_normalised_observations_and_the_dataset_keeps_raw_ones(t
 
     # The agent acted on the run's normalised observations.
     statistics = VecNormalize.load(str(stats), DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
-    model = SAC.load(logs / "sac" / "Pendulum-v1_1" / "Pendulum-v1.zip")
+    model = SAC.load(model_path)
     normalised = statistics.normalize_obs(transitions.observations)
     np.testing.assert_allclose(transitions.actions, model.predict(normalised, deterministic=True)[0], atol=1e-6)
     assert not np.allclose(transitions.actions, model.predict(transitions.observations, deterministic=True)[0], atol=1e-3)
+
+    # The same agent given as a .zip and its statistics file records the same data.
+    collect_with_model(
+        model_path, "Pendulum-v1", "pendulum/zip-v0", "sac", n_episodes=1, seed=5, deterministic=True, vec_normalize_path=stats
+    )
+    np.testing.assert_allclose(load_minari("pendulum/zip-v0").actions, transitions.actions, atol=1e-6)
 
 
 def test_replay_buffer_round_trip_matches_what_the_model_stored(tmp_path: Path) -> None:

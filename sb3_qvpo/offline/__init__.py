@@ -5,7 +5,7 @@ its own; and recording Minari datasets (``python -m sb3_qvpo.offline.collect``).
 """
 
 from sb3_qvpo.offline.buffer import fill_model_replay_buffer, fill_replay_buffer, scale_actions, unscale_actions
-from sb3_qvpo.offline.collect import collect_random, collect_with_model, collect_with_zoo_agent
+from sb3_qvpo.offline.collection import collect_random, collect_with_model, collect_with_zoo_agent
 from sb3_qvpo.offline.d4rl_data import load_d4rl_hdf5
 from sb3_qvpo.offline.minari_data import load_minari, open_minari_dataset
 from sb3_qvpo.offline.recording import CollectionSummary, EpisodeRecorder
