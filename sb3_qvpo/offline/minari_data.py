@@ -13,7 +13,7 @@ import minari
 import numpy as np
 from minari.storage.datasets_root_dir import get_dataset_path
 
-from sb3_qvpo.offline.transitions import TransitionSet, _check_box
+from sb3_qvpo.offline.transitions import TransitionSet, check_box_space
 
 COLLECT_COMMAND = "python -m sb3_qvpo.offline.collect --env ENV_ID --dataset-id {dataset_id} --n-episodes N"
 
@@ -53,8 +53,8 @@ def load_minari(dataset_id_or_path: str | os.PathLike[str]) -> TransitionSet:
     """All episodes of a local Minari dataset as one :class:`TransitionSet` (see :func:`open_minari_dataset`)."""
     dataset = open_minari_dataset(dataset_id_or_path)
     source = f"Minari dataset {dataset.id!r}"
-    _check_box(dataset.observation_space, "observation")
-    _check_box(dataset.action_space, "action")
+    check_box_space(dataset.observation_space, "observation")
+    check_box_space(dataset.action_space, "action")
     columns: dict[str, list[np.ndarray]] = {
         "observations": [],
         "next_observations": [],

@@ -47,7 +47,7 @@ class TransitionSet:
         return len(self.rewards)
 
 
-def _check_box(space: spaces.Space, what: str) -> spaces.Box:
+def check_box_space(space: spaces.Space, what: str) -> spaces.Box:
     """Only flat continuous data is supported: SB3's ReplayBuffer and our MLP policies take Box spaces."""
     if not isinstance(space, spaces.Box):
         raise ValueError(
@@ -75,8 +75,8 @@ def validate_transitions(transitions: TransitionSet, observation_space: spaces.S
     with these spaces: unsupported spaces, no data, shapes, dtypes, NaN/inf, actions out of bounds.
     """
     source = transitions.source
-    obs_space = _check_box(observation_space, "observation")
-    act_space = _check_box(action_space, "action")
+    obs_space = check_box_space(observation_space, "observation")
+    act_space = check_box_space(action_space, "action")
     if not (np.isfinite(act_space.low).all() and np.isfinite(act_space.high).all()):
         raise ValueError(f"action space {act_space} has infinite bounds: actions cannot be scaled to [-1, 1]")
     n_transitions = len(transitions)
