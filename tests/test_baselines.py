@@ -279,7 +279,9 @@ def test_non_finite_transitions_are_refused(name: str) -> None:
         model.learn(20)
 
 
-@pytest.mark.parametrize(("loader", "saver"), [(QSM, QVPO), (DIPO, QSM), (QVPO, DIPO), (DiffusionQL, QVPO), (QVPO, DiffusionQL)])
+@pytest.mark.parametrize(
+    ("loader", "saver"), [(QSM, QVPO), (DIPO, QSM), (QVPO, DIPO), (DiffusionQL, QVPO), (QVPO, DiffusionQL)]
+)
 def test_load_file_of_another_diffusion_algorithm(tmp_path: Path, loader: type, saver: type) -> None:
     saver("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[8], n_diffusion_steps=2)).save(tmp_path / "other.zip")
     with pytest.raises(TypeError, match="another algorithm"):

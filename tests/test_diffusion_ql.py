@@ -6,11 +6,13 @@ the EMA actor's schedule, offline training with SB3's callbacks, and learning fr
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 import torch as th
 from helpers import AsymmetricBoxEnv, baseline_kwargs
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 
 from sb3_qvpo import DiffusionQL
@@ -18,6 +20,7 @@ from sb3_qvpo.common.critic import q_values_per_network
 from sb3_qvpo.common.policies import choose_candidates
 from sb3_qvpo.diffusion_ql.diffusion_ql import normalised_q_loss
 from sb3_qvpo.envs import MultiPeakBanditEnv
+from sb3_qvpo.offline import TransitionSet, collect_random, load_minari
 
 
 def make(env: Any = None, **overrides: Any) -> DiffusionQL:
@@ -168,7 +171,10 @@ def test_learn_offline_with_eval_and_checkpoint_callbacks(tmp_path: Path) -> Non
     assert counter.n_calls == 30
     assert model.replay_buffer.size() == stored  # the environment was never stepped
     assert evaluation.evaluations_timesteps == [10, 20, 30]
-    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["rl_model_15_steps.zip", "rl_model_30_steps.zip"]
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == [
+        "rl_model_15_steps.zip",
+        "rl_model_30_steps.zip",
+    ]
     loaded = DiffusionQL.load(tmp_path / "checkpoints" / "rl_model_30_steps.zip", env=AsymmetricBoxEnv())
     assert loaded._dql_updates == 30
     obs = np.zeros((2, 3), np.float32)
@@ -196,6 +202,52 @@ def test_learn_offline_needs_a_dataset_and_a_positive_count() -> None:
     fill_with_uniform_actions(model, 10)
     with pytest.raises(ValueError, match="total_gradient_steps"):
         model.learn_offline(0)
+
+
+def test_load_dataset_from_minari_and_d4rl_then_offline_then_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    collect_random("Pendulum-v1", "pendulum/random-v0", n_episodes=2, seed=0)
+    model = DiffusionQL("MlpPolicy", "Pendulum-v1", **baseline_kwargs("DiffusionQL", buffer_size=1000))
+    buffer = model.load_dataset("pendulum/random-v0")
+    assert buffer is model.replay_buffer and buffer.size() == 400 and buffer.buffer_size == 1000
+    transitions = load_minari("pendulum/random-v0")
+    np.testing.assert_array_equal(buffer.observations[:400, 0], transitions.observations)
+    np.testing.assert_allclose(buffer.actions[:400, 0], transitions.actions / 2.0, atol=1e-6)  # Pendulum's bound is 2
+    model.learn_offline(5)
+    model.learn(60)
+    assert buffer.size() == 460 and model._n_updates == 5 + 10  # 50 random steps first, then one update per step
+
+    # The same transitions written as a D4RL file (with next_observations) load the same buffer.
+    path = tmp_path / "pendulum.hdf5"
+    with h5py.File(path, "w") as file:
+        for key in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
+            file[key] = getattr(transitions, key)
+    other = DiffusionQL("MlpPolicy", "Pendulum-v1", **baseline_kwargs("DiffusionQL"))
+    other.load_dataset(path, buffer_size=0)
+    assert other.replay_buffer.buffer_size == 400 and other.replay_buffer.full
+    np.testing.assert_array_equal(other.replay_buffer.actions[:, 0], buffer.actions[:400, 0])
+    np.testing.assert_array_equal(other.replay_buffer.dones[:, 0], buffer.dones[:400, 0])
+
+
+def test_load_dataset_refuses_a_dataset_of_another_env_and_keeps_its_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    collect_random("Pendulum-v1", "pendulum/random-v0", n_episodes=1, seed=0)
+    model = make()  # AsymmetricBoxEnv: 3-dimensional observations, Pendulum's are 3-dimensional too, actions differ
+    own = model.replay_buffer
+    with pytest.raises(ValueError, match="action"):
+        model.load_dataset("pendulum/random-v0")
+    assert model.replay_buffer is own
+    with pytest.raises(FileNotFoundError):
+        model.load_dataset(tmp_path / "missing.hdf5")
+    assert model.replay_buffer is own
+
+
+def test_load_dataset_needs_one_environment() -> None:
+    model = DiffusionQL("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2), **baseline_kwargs("DiffusionQL"))
+    with pytest.raises(ValueError, match="one environment"):
+        model.load_dataset(TransitionSet.__new__(TransitionSet))
 
 
 @pytest.mark.slow

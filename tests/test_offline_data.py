@@ -12,6 +12,7 @@ import minari
 import numpy as np
 import pytest
 from gymnasium import spaces
+from helpers import AsymmetricBoxEnv
 from stable_baselines3 import SAC
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.logger import configure
@@ -33,7 +34,6 @@ from sb3_qvpo.offline import (
 )
 from sb3_qvpo.offline.collect import main
 from sb3_qvpo.offline.recording import METADATA_KEY
-from tests.helpers import AsymmetricBoxEnv
 
 PENDULUM_STEPS = 200  # Pendulum-v1's time limit
 

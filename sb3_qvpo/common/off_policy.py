@@ -6,9 +6,10 @@ loop with its logging, and save/load. Each algorithm adds its TD-target action a
 
 import io
 import math
+import os
 import pathlib
 import time
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
@@ -26,6 +27,9 @@ from torch.nn import functional as F
 from sb3_qvpo.common.actor import DiffusionActor
 from sb3_qvpo.common.checks import check_action_space, check_count, check_finite, check_model_archive
 from sb3_qvpo.common.policies import DiffusionPolicy
+
+if TYPE_CHECKING:
+    from sb3_qvpo.offline.transitions import TransitionSet
 
 SelfDiffusionAlgorithm = TypeVar("SelfDiffusionAlgorithm", bound="DiffusionOffPolicyAlgorithm")
 
@@ -224,6 +228,27 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+    def load_dataset(self, dataset: "TransitionSet | str | os.PathLike[str]", buffer_size: int | None = None) -> ReplayBuffer:
+        """
+        Replace the replay buffer with a dataset: a :class:`~sb3_qvpo.offline.TransitionSet`, a
+        D4RL-layout HDF5 file (.hdf5 / .h5) or a local Minari dataset id or folder. Everything is
+        checked against this model's spaces first (a mismatch, NaN/inf or out-of-bounds actions
+        raise a ValueError naming the problem, and the current buffer stays). Actions are stored
+        scaled to [-1, 1], as the model stores its own. The buffer holds at least ``buffer_size``
+        transitions (default: the model's ``buffer_size``), so online fine-tuning has room.
+        """
+        from sb3_qvpo.offline.buffer import fill_model_replay_buffer
+        from sb3_qvpo.offline.sources import load_transitions
+        from sb3_qvpo.offline.transitions import TransitionSet
+
+        if self.n_envs != 1:
+            raise ValueError(
+                f"load_dataset fills the replay buffer as one stream of transitions: it needs a model with one "
+                f"environment, this one has {self.n_envs} (fine-tune with n_envs=1)"
+            )
+        transitions = dataset if isinstance(dataset, TransitionSet) else load_transitions(dataset)
+        return fill_model_replay_buffer(self, transitions, self.buffer_size if buffer_size is None else buffer_size)
 
     def learn_offline(
         self: SelfDiffusionAlgorithm,

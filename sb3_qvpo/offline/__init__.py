@@ -10,6 +10,7 @@ from sb3_qvpo.offline.d4rl_data import load_d4rl_hdf5
 from sb3_qvpo.offline.minari_data import load_minari, open_minari_dataset
 from sb3_qvpo.offline.recording import CollectionSummary, EpisodeRecorder
 from sb3_qvpo.offline.replay import replay_buffer_to_minari
+from sb3_qvpo.offline.sources import load_transitions
 from sb3_qvpo.offline.transitions import TransitionSet, check_matches_env, validate_transitions
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "fill_replay_buffer",
     "load_d4rl_hdf5",
     "load_minari",
+    "load_transitions",
     "open_minari_dataset",
     "replay_buffer_to_minari",
     "scale_actions",

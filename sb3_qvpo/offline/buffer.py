@@ -42,9 +42,12 @@ def fill_replay_buffer(
     scale_action: Callable[[np.ndarray], np.ndarray] | None = None,
     replay_buffer_class: type[ReplayBuffer] = ReplayBuffer,
     replay_buffer_kwargs: dict[str, Any] | None = None,
+    buffer_size: int | None = None,
 ) -> ReplayBuffer:
     """
-    A replay buffer of exactly ``len(transitions)`` transitions (full, so every one is sampled).
+    A replay buffer holding the ``len(transitions)`` transitions, sized to them (full, so every one
+    is sampled) or to ``buffer_size`` when larger (room left for online fine-tuning; only the
+    stored rows are sampled).
 
     Everything is validated first (:func:`validate_transitions`): on bad input nothing is allocated.
     ``scale_action`` maps environment actions to what the buffer stores; the default is
@@ -59,7 +62,8 @@ def fill_replay_buffer(
         scaled_actions = np.clip(scale_action(transitions.actions), -1.0, 1.0)
     kwargs = {"handle_timeout_termination": True, **(replay_buffer_kwargs or {})}
     n_transitions = len(transitions)
-    buffer = replay_buffer_class(n_transitions, observation_space, action_space, device=device, n_envs=1, **kwargs)
+    capacity = max(n_transitions, buffer_size or 0)
+    buffer = replay_buffer_class(capacity, observation_space, action_space, device=device, n_envs=1, **kwargs)
     dones = transitions.terminals | transitions.timeouts
     for row in range(n_transitions):
         buffer.add(
@@ -73,10 +77,13 @@ def fill_replay_buffer(
     return buffer
 
 
-def fill_model_replay_buffer(model: OffPolicyAlgorithm, transitions: TransitionSet) -> ReplayBuffer:
+def fill_model_replay_buffer(
+    model: OffPolicyAlgorithm, transitions: TransitionSet, buffer_size: int | None = None
+) -> ReplayBuffer:
     """
     Replace ``model.replay_buffer`` with one holding ``transitions``, built with the model's replay
-    buffer class and kwargs, its device, and its policy's ``scale_action``.
+    buffer class and kwargs, its device, and its policy's ``scale_action`` (``buffer_size``: see
+    :func:`fill_replay_buffer`).
     """
     buffer = fill_replay_buffer(
         transitions,
@@ -86,6 +93,7 @@ def fill_model_replay_buffer(model: OffPolicyAlgorithm, transitions: TransitionS
         scale_action=model.policy.scale_action,
         replay_buffer_class=model.replay_buffer_class or ReplayBuffer,
         replay_buffer_kwargs=model.replay_buffer_kwargs,
+        buffer_size=buffer_size,
     )
     model.replay_buffer = buffer
     return buffer
