@@ -59,9 +59,22 @@ def zoo_command(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def run_zoo(module: str, *args: str, cwd: Path, check: bool = True, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_zoo(
+    module: str,
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    timeout: float = 240,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        zoo_command(module, *args), cwd=cwd, env=zoo_env(), capture_output=True, text=True, timeout=timeout, check=False
+        zoo_command(module, *args),
+        cwd=cwd,
+        env={**zoo_env(), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(

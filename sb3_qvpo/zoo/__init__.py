@@ -1,17 +1,21 @@
 """
-QVPO, QSM and DIPO in the RL Baselines3 Zoo (rl-zoo3): train, evaluate and tune them from rl-zoo3's command line.
+QVPO, QSM, DIPO and DiffusionQL in the RL Baselines3 Zoo (rl-zoo3): train, evaluate and tune them
+from rl-zoo3's command line.
 
-``python -m sb3_qvpo.train --algo qvpo|qsm|dipo --env Hopper-v5`` and ``python -m sb3_qvpo.enjoy ...``
-take rl-zoo3's flags; :func:`register` adds the three to rl-zoo3's tables for use from Python.
+``python -m sb3_qvpo.train --algo qvpo|qsm|dipo|diffusion_ql --env Hopper-v5`` and
+``python -m sb3_qvpo.enjoy ...`` take rl-zoo3's flags (offline, from a dataset:
+``python -m sb3_qvpo.offline.train``); :func:`register` adds them to rl-zoo3's tables for use from Python.
 """
 
 from sb3_qvpo.zoo.cli import enjoy, record_video, train
 from sb3_qvpo.zoo.experiment import ZooExperimentManager
 from sb3_qvpo.zoo.registration import ALGO_NAME, ZOO_ALGORITHMS, hyperparams_file, register
 from sb3_qvpo.zoo.samplers import (
+    convert_diffusion_ql_params,
     convert_dipo_params,
     convert_qsm_params,
     convert_qvpo_params,
+    sample_diffusion_ql_params,
     sample_dipo_params,
     sample_qsm_params,
     sample_qvpo_params,
@@ -21,6 +25,7 @@ __all__ = [
     "ALGO_NAME",
     "ZOO_ALGORITHMS",
     "ZooExperimentManager",
+    "convert_diffusion_ql_params",
     "convert_dipo_params",
     "convert_qsm_params",
     "convert_qvpo_params",
@@ -28,6 +33,7 @@ __all__ = [
     "hyperparams_file",
     "record_video",
     "register",
+    "sample_diffusion_ql_params",
     "sample_dipo_params",
     "sample_qsm_params",
     "sample_qvpo_params",

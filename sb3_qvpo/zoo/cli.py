@@ -38,13 +38,13 @@ def _playback_registration() -> Iterator[None]:
         register()
 
 
-def train(argv: Sequence[str] | None = None) -> None:
-    """``rl_zoo3.train`` with ``--algo qvpo`` and :class:`ZooExperimentManager`."""
+def train(argv: Sequence[str] | None = None, manager_class: type[ZooExperimentManager] = ZooExperimentManager) -> None:
+    """``rl_zoo3.train`` with ``--algo qvpo`` and :class:`ZooExperimentManager` (or ``manager_class``)."""
     register()
     import rl_zoo3.train as zoo_train
 
     saved_manager = zoo_train.ExperimentManager
-    zoo_train.ExperimentManager = ZooExperimentManager  # type: ignore[misc]
+    zoo_train.ExperimentManager = manager_class  # type: ignore[misc]
     try:
         with _command_line("sb3_qvpo.train", argv):
             zoo_train.train()

@@ -260,3 +260,36 @@ def sample_dipo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additio
         raw["action_grad_norm_ratio"] = trial.suggest_float("action_grad_norm_ratio", 0.03, 0.3, log=True)
     _suggest_networks(trial, free, raw, [10, 20, 50, 100])
     return _finish_sample(trial, convert_dipo_params(raw), context, additional_args)
+
+
+# --- Diffusion-QL: the shared ranges plus eta and the gradient clip --------------------------------
+
+DIFFUSION_QL_RAW_TO_KWARG = {**SHARED_RAW_TO_KWARG, "eta": "eta", "max_grad_norm": "max_grad_norm"}
+
+
+def convert_diffusion_ql_params(sampled_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Raw Optuna parameters -> DiffusionQL keyword arguments."""
+    return _convert_shared(dict(sampled_params))
+
+
+def sample_diffusion_ql_params(
+    trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    Diffusion-QL's sampler (rl-zoo3's signature): the shared learning rates, gamma, batch size, tau,
+    network size and T (3 to 10), plus eta and the gradient-norm clip, the two numbers its
+    ``main.py`` sets per task (eta 0.005-4.5, clip 1-10); pinned keys are left alone.
+    """
+    context = _CONTEXT.get() or SamplerContext()
+
+    def free(name: str) -> bool:
+        return DIFFUSION_QL_RAW_TO_KWARG[name] not in context.pinned
+
+    raw: dict[str, Any] = {}
+    _suggest_optimisation(trial, free, raw)
+    if free("eta"):
+        raw["eta"] = trial.suggest_float("eta", 0.01, 5.0, log=True)
+    if free("max_grad_norm"):
+        raw["max_grad_norm"] = trial.suggest_categorical("max_grad_norm", [1.0, 2.0, 5.0, 9.0])
+    _suggest_networks(trial, free, raw, [3, 5, 10])
+    return _finish_sample(trial, convert_diffusion_ql_params(raw), context, additional_args)
