@@ -38,6 +38,7 @@ PAPER_SETTINGS: dict[str, Any] = dict(
     learning_starts=0,
     buffer_size=10_000,
 )
+ACTING_ROWS = {"action": 4, "eval": 32}  # K_b and n_eval_samples candidates for one observation
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
 FILL_TRANSITIONS = 2_000
 
@@ -102,6 +103,34 @@ def matmul_ms_per_update(model: BaseAlgorithm, n_updates: int, device: th.device
     return total_us / 1000.0 / n_updates
 
 
+def acting_matmul_floor_ms(model: QVPO, n_rows: int, n_calls: int, device: th.device) -> float:
+    """
+    The matrix products of one ``predict`` with ``n_rows`` candidates, and nothing else: every
+    Linear of the noise network at every one of the T steps (the first on the action columns
+    only, as the fast path computes it), then every Linear of the twin critic once, on inputs of
+    the right shapes. What acting would cost if every other operation were free.
+    """
+    actor, critic = model.policy.actor, model.policy.critic
+    steps = actor.schedule.n_steps
+    chain = [layer for layer in actor.noise_net.body if isinstance(layer, th.nn.Linear)]
+    scoring = [layer for q_net in critic.q_networks for layer in q_net if isinstance(layer, th.nn.Linear)]
+    action_dim = actor.action_dim
+    shapes = [(chain[0].weight[:, :action_dim].t().contiguous(), chain[0].bias)]
+    shapes += [(layer.weight.t().contiguous(), layer.bias) for layer in chain[1:]]
+    inputs = [th.randn(n_rows, weight.shape[0], device=device) for weight, _ in shapes]
+    score_inputs = [th.randn(n_rows, layer.in_features, device=device) for layer in scoring]
+
+    @th.no_grad()
+    def products() -> None:
+        for _ in range(steps):
+            for x, (weight, bias) in zip(inputs, shapes, strict=True):
+                th.addmm(bias, x, weight)
+        for x, layer in zip(score_inputs, scoring, strict=True):
+            th.nn.functional.linear(x, layer.weight, layer.bias)
+
+    return time_per_call(products, n_calls, device)
+
+
 def make_qvpo(env: gym.Env, device: str, fast_path: bool, seed: int) -> QVPO:
     return QVPO(
         "MlpPolicy",
@@ -125,12 +154,18 @@ def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> di
         row[f"{label}_action_ms"] = time_per_call(
             lambda m=model: m.predict(single_obs, deterministic=False), args.actions, device
         )
+        row[f"{label}_eval_ms"] = time_per_call(
+            lambda m=model: m.predict(single_obs, deterministic=True), args.actions, device
+        )
         if fast_path:
             row["matmul_floor_ms"] = matmul_ms_per_update(model, args.updates, device)
+            for kind, n_rows in ACTING_ROWS.items():
+                row[f"{kind}_matmul_floor_ms"] = acting_matmul_floor_ms(model, n_rows, args.actions, device)
     sac = SAC("MlpPolicy", env, device=args.device, seed=args.seed, batch_size=256, learning_starts=0, buffer_size=10_000)
     fill_buffer(sac, obs_dim, action_dim)
     row["sac_update_ms"] = time_per_call(lambda: sac.train(1, 256), max(args.updates, 20), device)
     row["sac_action_ms"] = time_per_call(lambda: sac.predict(single_obs, deterministic=False), args.actions, device)
+    row["sac_eval_ms"] = time_per_call(lambda: sac.predict(single_obs, deterministic=True), args.actions, device)
     return row
 
 
@@ -153,6 +188,23 @@ def render(rows: dict[str, dict[str, float]], args: argparse.Namespace, device: 
             f"{row['plain_update_ms'] / row['fast_update_ms']:.2f}x | {row['matmul_floor_ms']:.1f} | "
             f"{row['fast_update_ms'] / row['matmul_floor_ms']:.2f} | {row['plain_action_ms']:.2f} | "
             f"{row['fast_action_ms']:.2f} | {row['sac_update_ms']:.2f} | {row['sac_action_ms']:.3f} |"
+        )
+    lines += [
+        "",
+        "Acting through SB3's public `predict` on one observation (ms per call): K_b = 4 candidates "
+        "(`deterministic=False`) and 32 (`deterministic=True`, what EvalCallback uses); matmul floor = the "
+        "chain's and the critic's matrix products alone at those row counts (T x every Linear of the noise "
+        "network + the twin critic's), timed in the same run.",
+        "",
+        "| task sizes | plain K_b=4 | fast K_b=4 | matmul floor 4 rows | plain best of 32 | fast best of 32 "
+        "| matmul floor 32 rows | SAC predict | SAC predict deterministic |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {row['plain_action_ms']:.2f} | {row['fast_action_ms']:.2f} | {row['action_matmul_floor_ms']:.2f} "
+            f"| {row['plain_eval_ms']:.2f} | {row['fast_eval_ms']:.2f} | {row['eval_matmul_floor_ms']:.2f} "
+            f"| {row['sac_action_ms']:.3f} | {row['sac_eval_ms']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
