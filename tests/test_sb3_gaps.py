@@ -4,6 +4,7 @@ the targets, ``action_noise``, ``load`` with the construction's ``policy_kwargs`
 that stay in sync, and training under ``-W error``.
 """
 
+import io
 import json
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_qvpo import DIPO, QSM, QVPO
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 ALGORITHMS = {"QVPO": QVPO, "QSM": QSM, "DIPO": DIPO}
 DATA = Path(__file__).parent / "data"
@@ -206,3 +209,19 @@ def test_independent_actor_batch(monkeypatch: pytest.MonkeyPatch, independent: b
     for critic_obs, actor_obs in zip(critic_batches, actor_batches, strict=True):
         assert actor_obs.shape == critic_obs.shape == (16, 3)
         assert th.equal(critic_obs, actor_obs) is not independent
+
+
+def test_defaults_are_the_release_behaviour_and_old_files_keep_theirs(tmp_path: Path) -> None:
+    model = QVPO("MlpPolicy", AsymmetricBoxEnv(), **tiny_kwargs())
+    assert model.independent_actor_batch is True
+    assert model.policy.weight_init == "normal"
+    model.save(tmp_path / "new.zip")
+    assert QVPO.load(tmp_path / "new.zip").independent_actor_batch is True
+    # A file saved before the option existed trained with the critic's minibatch, and keeps doing so.
+    old = QVPO.load(DATA_DIR / "qvpo_v1_pendulum.zip")
+    assert old.independent_actor_batch is False
+    assert QVPO.load(DATA_DIR / "qvpo_v1_pendulum.zip", independent_actor_batch=True).independent_actor_batch is True
+    with open(DATA_DIR / "qvpo_v1_pendulum.zip", "rb") as file:
+        assert QVPO.load(io.BytesIO(file.read())).independent_actor_batch is False
+    # DIPO keeps the truncated init it was benchmarked with.
+    assert DIPO("MlpPolicy", AsymmetricBoxEnv(), learning_starts=10, buffer_size=100).policy.weight_init == "truncated_normal"

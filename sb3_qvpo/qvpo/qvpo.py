@@ -8,9 +8,10 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
 
-from sb3_qvpo.common.checks import check_count
+from sb3_qvpo.common.checks import check_count, check_model_archive
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.qvpo.entropy import EntropyCoef, make_entropy_schedule
 from sb3_qvpo.qvpo.policies import (
@@ -27,6 +28,17 @@ SelfQVPO = TypeVar("SelfQVPO", bound="QVPO")
 
 # Policy kwargs that QVPO sets from its own parameters.
 _ALGORITHM_OWNED_POLICY_KWARGS = ("n_behavior_samples", "n_eval_samples")
+
+
+def _saved_data_keys(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
+    """The attribute names stored in a saved model's ``data`` (the file position is restored)."""
+    position = path.tell() if isinstance(path, io.BufferedIOBase) else None
+    try:
+        data, _, _ = load_from_zip_file(path, load_data=True)
+    finally:
+        if position is not None:
+            path.seek(position)  # type: ignore[union-attr]
+    return set(data or {})
 
 
 class QVPO(DiffusionOffPolicyAlgorithm):
@@ -67,7 +79,8 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         "lin_<start>[_<floor>]". Default "lin_0.02_0.002", the release's linear decay from 0.02
         to 0 over the run, floored at 0.002 (the paper's text: constant 0.01)
     :param independent_actor_batch: train the actor on a second minibatch drawn independently of the
-        critic's, as the release does (``action_aug`` samples its own); False: the critic's minibatch
+        critic's, as the release does (``action_aug`` samples its own; default); False: the
+        critic's minibatch (the default before 0.2; a model saved then keeps it when loaded)
     :param max_grad_norm: gradient-norm clipping of actor and critic (release: 2.0; None: no clipping)
     :param replay_buffer_class: e.g. ``HerReplayBuffer``; chosen from the observation space if None
     :param replay_buffer_kwargs: keyword arguments of the replay buffer
@@ -114,7 +127,7 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         weight_transform: str = "qadv",
         qcut_threshold: float = 1.0,
         entropy_coef: EntropyCoef = "lin_0.02_0.002",
-        independent_actor_batch: bool = False,
+        independent_actor_batch: bool = True,
         max_grad_norm: float | None = 2.0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -254,11 +267,17 @@ class QVPO(DiffusionOffPolicyAlgorithm):
         force_reset: bool = True,
         **kwargs: Any,
     ) -> SelfQVPO:
-        """SB3's ``load``; the sample counts can be overridden by keyword or through ``custom_objects``."""
+        """
+        SB3's ``load``; the sample counts can be overridden by keyword or through ``custom_objects``.
+        A file saved before ``independent_actor_batch`` existed keeps training as it did (shared minibatch).
+        """
         custom_objects = dict(custom_objects or {})
         for name in _ALGORITHM_OWNED_POLICY_KWARGS:
             if name in custom_objects:
                 kwargs.setdefault(name, custom_objects.pop(name))
+        check_model_archive(path)  # a clear error for a bad file before the peek below
+        if "independent_actor_batch" not in kwargs and "independent_actor_batch" not in _saved_data_keys(path):
+            kwargs["independent_actor_batch"] = False
         return super().load(
             path,
             env=env,
