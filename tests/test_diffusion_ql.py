@@ -14,6 +14,7 @@ from helpers import AsymmetricBoxEnv, baseline_kwargs
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
+from test_resume import assert_same_buffer, assert_same_model, make_env, resume_everything, save_everything, scramble_rngs
 
 from sb3_qvpo import DiffusionQL
 from sb3_qvpo.common.critic import q_values_per_network
@@ -182,6 +183,26 @@ def test_learn_offline_with_eval_and_checkpoint_callbacks(tmp_path: Path) -> Non
     # Then online fine-tuning continues with the same model and buffer.
     model.learn(20)
     assert model.replay_buffer.size() == stored + 20 and model._n_updates == 50
+
+
+def test_offline_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    """learn_offline(20) + save/load + learn_offline(20, reset_num_timesteps=False) == learn_offline(40), bitwise."""
+    kwargs = baseline_kwargs("DiffusionQL", ema_start_update=5, learning_starts=0)
+    reference = DiffusionQL("MlpPolicy", make_env(), seed=0, **kwargs)
+    fill_with_uniform_actions(reference, 300)
+    reference.learn_offline(40)
+
+    first = DiffusionQL("MlpPolicy", make_env(), seed=0, **kwargs)
+    fill_with_uniform_actions(first, 300)
+    first.learn_offline(20)
+    extra = save_everything(first, tmp_path)  # type: ignore[arg-type]
+    del first
+    scramble_rngs()
+    resumed = resume_everything(tmp_path, extra, DiffusionQL)  # type: ignore[arg-type]
+    resumed.learn_offline(20, reset_num_timesteps=False)
+    assert resumed._dql_updates == reference._dql_updates == 40
+    assert_same_model(resumed, reference)  # type: ignore[arg-type]
+    assert_same_buffer(resumed, reference)  # type: ignore[arg-type]
 
 
 def test_learn_offline_stops_when_a_callback_says_so() -> None:
