@@ -1,10 +1,23 @@
-"""Shared test configuration: one torch thread per xdist worker."""
+"""Shared test configuration: one torch thread per xdist worker; MuJoCo's renderer imported up front."""
+
+import gc
 
 import pytest
 import torch as th
 
 # The suite runs with `pytest -n 2` on small machines: one intra-op thread per worker.
 th.set_num_threads(1)
+
+# Creating a MuJoCo env imports gymnasium's renderer, which imports glfw. glfw 2.x iterates over its
+# own module globals while importing; a garbage collection at that moment that finalises a leaked
+# object of an earlier test (a ResourceWarning) adds `__warningregistry__` to those globals and the
+# import dies with "dictionary changed size during iteration" (seen on CI in a QSM Ant-v5 test). Import
+# it once here, before any test has made garbage, with the collector paused.
+gc.disable()
+try:
+    import gymnasium.envs.mujoco.mujoco_rendering  # noqa: F401
+finally:
+    gc.enable()
 
 
 @pytest.fixture(autouse=True, scope="session")
