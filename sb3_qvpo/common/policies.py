@@ -15,6 +15,7 @@ from torch import nn
 
 from sb3_qvpo.common.actor import DiffusionActor
 from sb3_qvpo.common.checks import check_count
+from sb3_qvpo.common.compiled_acting import CompiledActing
 from sb3_qvpo.common.critic import candidate_min_q
 from sb3_qvpo.diffusion import get_weight_init
 
@@ -68,9 +69,16 @@ def best_of_k(
     """
     actor_features = actor.extract_features(obs, actor.features_extractor)
     critic_features = critic.extract_features(obs, critic.features_extractor)
-    n_obs = actor_features.shape[0]
     candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale)
     q_values = candidate_min_q(critic, critic_features, candidates, n_samples, actor.fast_path)
+    return pick_candidates(candidates, q_values, selection, generator)
+
+
+def pick_candidates(
+    candidates: th.Tensor, q_values: th.Tensor, selection: str, generator: th.Generator | None = None
+) -> tuple[th.Tensor, th.Tensor]:
+    """The chosen candidate of each state (:func:`choose_candidates`) and its min-Q; candidates grouped by state."""
+    n_obs, n_samples = q_values.shape
     chosen = choose_candidates(q_values, selection, generator)
     rows = th.arange(n_obs, device=candidates.device)
     return candidates.view(n_obs, n_samples, -1)[rows, chosen], q_values[rows, chosen]
@@ -128,6 +136,10 @@ class DiffusionPolicy(BasePolicy):
         "softmax" (drawn with probabilities softmax(min-Q), Diffusion-QL)
     :param score_with_target_critic: score ``predict``'s candidates with the target critic
         (Diffusion-QL) instead of the critic
+    :param compile_acting_after: once ``predict`` (or collection) has acted this many times on one
+        batch size, it samples and scores through one compiled function
+        (:mod:`sb3_qvpo.common.compiled_acting`; seconds to compile, then several times less
+        overhead per call); 0 compiles at the first call, None never
     """
 
     actor: DiffusionActor
@@ -167,6 +179,7 @@ class DiffusionPolicy(BasePolicy):
         use_actor_target: bool = True,
         action_selection: str = "best",
         score_with_target_critic: bool = False,
+        compile_acting_after: int | None = 10_000,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"eps": 1e-5}
@@ -218,6 +231,8 @@ class DiffusionPolicy(BasePolicy):
         self.use_actor_target = use_actor_target
         self.action_selection = action_selection
         self.score_with_target_critic = score_with_target_critic
+        self.compile_acting_after = compile_acting_after
+        self.compiled_acting = CompiledActing(compile_acting_after)
         self.actor_kwargs = {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
@@ -311,6 +326,7 @@ class DiffusionPolicy(BasePolicy):
                 use_actor_target=self.use_actor_target,
                 action_selection=self.action_selection,
                 score_with_target_critic=self.score_with_target_critic,
+                compile_acting_after=self.compile_acting_after,
             )
         )
         return data
@@ -325,20 +341,45 @@ class DiffusionPolicy(BasePolicy):
         scaled by ``eval_noise_scale``, so the "deterministic" action is a function of the
         observation and the weights alone.
         """
-        critic = self.critic_target if self.score_with_target_critic else self.critic
-        selection = self.action_selection
         if deterministic:
             generator = th.Generator(device=self.device)
             generator.manual_seed(self.eval_seed)
-            return select_actions(
-                self.actor, critic, observation, self.n_eval_samples, generator, self.eval_noise_scale, selection
-            )
-        actions = select_actions(self.actor, critic, observation, self.n_behavior_samples, selection=selection)
+            return self.act(observation, self.n_eval_samples, generator, self.eval_noise_scale)
+        actions = self.act(observation, self.n_behavior_samples)
         if self.exploration_noise > 0:
             actions = (actions + self.exploration_noise * th.randn_like(actions)).clamp_(-1.0, 1.0)
         return actions
 
+    @th.no_grad()
+    def act(
+        self, observation: PyTorchObs, n_samples: int, generator: th.Generator | None = None, noise_scale: float = 1.0
+    ) -> th.Tensor:
+        """
+        :func:`select_actions` with this policy's critic (or target critic) and selection rule; the
+        same actions through the compiled acting path once it is on (see ``compile_acting_after``).
+        """
+        critic = self.critic_target if self.score_with_target_critic else self.critic
+        actor = self.actor
+        actor_features = actor.extract_features(observation, actor.features_extractor)
+        if n_samples == 1:
+            compiled = self.compiled_acting(actor, None, actor_features, None, 1, generator, noise_scale)
+            return compiled[0] if compiled is not None else draw_samples(actor, actor_features, generator, 1, noise_scale)
+        critic_features = critic.extract_features(observation, critic.features_extractor)
+        compiled = self.compiled_acting(actor, critic, actor_features, critic_features, n_samples, generator, noise_scale)
+        if compiled is None:
+            candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale)
+            q_values = candidate_min_q(critic, critic_features, candidates, n_samples, actor.fast_path)
+            return pick_candidates(candidates, q_values, self.action_selection, generator)[0]
+        compiled_candidates, compiled_q_values, best = compiled
+        if self.action_selection == "best" and best is not None:
+            return best
+        assert compiled_q_values is not None
+        return pick_candidates(compiled_candidates, compiled_q_values, self.action_selection, generator)[0]
+
     def set_training_mode(self, mode: bool) -> None:
+        # SB3 calls this at every predict: walking every submodule costs more than a compiled action.
+        if self.training == mode and self.actor.training == mode and self.critic.training == mode:
+            return
         self.actor.set_training_mode(mode)
         self.critic.set_training_mode(mode)
         self.training = mode

@@ -34,7 +34,7 @@ def mish_(x: th.Tensor, scratch: tuple[th.Tensor, th.Tensor] | None = None) -> t
     return x.mul_(n.div_(e))
 
 
-def _mish_formula(x: th.Tensor) -> th.Tensor:
+def mish_formula(x: th.Tensor) -> th.Tensor:
     e = th.exp(th.clamp(x, max=20.0))
     n = e * (e + 2.0)
     return x * n / (n + 2.0)
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 class _FusedMish:
     """
-    :func:`_mish_formula` compiled by torch.compile into one pass over memory: about 3x faster than
+    :func:`mish_formula` compiled by torch.compile into one pass over memory: about 3x faster than
     the in-place eager version on CPU (0.09 ms vs 0.33 ms for 2048 x 256, 2 threads), and one
     second to compile. If compiling fails (no C++ compiler, unsupported platform) it logs a warning
     once and falls back to :func:`mish_`.
@@ -69,7 +69,7 @@ class _FusedMish:
                     # that emits DeprecationWarnings.
                     warnings.simplefilter("ignore", DeprecationWarning)
                     if self.compiled is None:
-                        self.compiled = th.compile(_mish_formula, dynamic=None)
+                        self.compiled = th.compile(mish_formula, dynamic=None)
                     return self.compiled(x)
             except Exception as error:  # pragma: no cover - depends on the platform's toolchain
                 self.available = False

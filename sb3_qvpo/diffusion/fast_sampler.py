@@ -23,6 +23,16 @@ def default_chunk_rows(device: th.device) -> int | None:
     return None if device.type == "cuda" else CPU_CHUNK_ROWS
 
 
+def draw_chain_noise(
+    shape: tuple[int, int], n_steps: int, generator: th.Generator | None, device: th.device, dtype: th.dtype
+) -> list[th.Tensor]:
+    """
+    The chain's random draws in the reference sampler's order: the starting x_T, then the noise of
+    steps T-1 .. 1 (one draw per step, the last step's never used), each of ``shape``.
+    """
+    return [th.randn(shape, device=device, dtype=dtype, generator=generator) for _ in range(n_steps)]
+
+
 @th.no_grad()
 def sample_actions_fast(
     noise_net: NoisePredictionNet,
@@ -60,10 +70,7 @@ def sample_actions_fast(
     time_terms = F.linear(noise_net.embed_time(th.arange(schedule.n_steps, device=features.device)), w_time)
 
     shape = (n_rows, action_dim)
-    draws = [th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)]
-    draws += [
-        th.randn(shape, device=features.device, dtype=features.dtype, generator=generator) for _ in range(schedule.n_steps - 1)
-    ]
+    draws = draw_chain_noise(shape, schedule.n_steps, generator, features.device, features.dtype)
     coefficients = schedule.reverse_steps(process.variance, noise_scale)
     if n_rows <= SMALL_BATCH_ROWS:
         return _small_batch_chain(noise_net, coefficients, process, state_term, time_terms, w_action.t(), draws, n_per_state)
