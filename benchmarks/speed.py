@@ -1,5 +1,6 @@
 """
-Milliseconds per QVPO update and per action at the paper's settings, plain path vs fast path.
+Milliseconds per QVPO update and per action at the paper's settings: plain path, fast path, and
+(acting) the compiled acting path; the update at the small CPU settings; SAC beside them.
 
 Settings: batch 256, N_d 64, N_e 10, T 20, K_b 4, K_t 1, 3x256 Mish, for Hopper-v5 sizes
 (obs 11, action 3) and Humanoid-v5 sizes (obs 348, action 17). SB3's SAC (default 2x256 ReLU,
@@ -7,7 +8,7 @@ batch 256) is timed in the same run as the yardstick. The "matmul floor" is the 
 matrix-product kernels (aten::mm/addmm/bmm/...) during the fast-path updates, read from
 torch.profiler in the same run: what the update would cost if everything else were free.
 
-    python benchmarks/speed.py --threads 2                  # CPU, writes benchmarks/results/speed_cpu.md
+    python benchmarks/speed.py --threads 1                  # CPU, writes benchmarks/results/speed_cpu.md
     python benchmarks/speed.py --device cuda --updates 50   # GPU
 """
 
@@ -38,6 +39,7 @@ PAPER_SETTINGS: dict[str, Any] = dict(
     learning_starts=0,
     buffer_size=10_000,
 )
+SMALL_SETTINGS: dict[str, Any] = dict(batch_size=128, n_action_samples=16, n_uniform_samples=4, n_eval_samples=16)
 ACTING_ROWS = {"action": 4, "eval": 32}  # K_b and n_eval_samples candidates for one observation
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")
 FILL_TRANSITIONS = 2_000
@@ -131,14 +133,23 @@ def acting_matmul_floor_ms(model: QVPO, n_rows: int, n_calls: int, device: th.de
     return time_per_call(products, n_calls, device)
 
 
-def make_qvpo(env: gym.Env, device: str, fast_path: bool, seed: int) -> QVPO:
+def make_qvpo(env: gym.Env, device: str, fast_path: bool, seed: int, compile_acting_after: int | None = None) -> QVPO:
+    """Paper settings; ``compile_acting_after``: None acts eagerly, 0 compiles acting at the first call."""
+    policy_kwargs = dict(
+        net_arch=[256, 256, 256], n_diffusion_steps=20, fast_path=fast_path, compile_acting_after=compile_acting_after
+    )
+    return QVPO("MlpPolicy", env, device=device, seed=seed, policy_kwargs=policy_kwargs, **PAPER_SETTINGS)
+
+
+def make_small_qvpo(env: gym.Env, device: str, seed: int) -> QVPO:
+    """The small CPU settings of hyperparams/qvpo.yml (Pendulum, InvertedDoublePendulum) and the learning benchmark."""
     return QVPO(
         "MlpPolicy",
         env,
         device=device,
         seed=seed,
-        policy_kwargs=dict(net_arch=[256, 256, 256], n_diffusion_steps=20, fast_path=fast_path),
-        **PAPER_SETTINGS,
+        policy_kwargs=dict(net_arch=[64, 64], n_diffusion_steps=10),
+        **dict(PAPER_SETTINGS, **SMALL_SETTINGS),
     )
 
 
@@ -148,7 +159,7 @@ def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> di
     single_obs = env.observation_space.sample()[None]
     row: dict[str, float] = {}
     for label, fast_path in (("plain", False), ("fast", True)):
-        model = make_qvpo(env, args.device, fast_path, args.seed)
+        model = make_qvpo(env, args.device, fast_path, args.seed)  # eager acting
         fill_buffer(model, obs_dim, action_dim)
         row[f"{label}_update_ms"] = time_per_call(lambda m=model: m.train(1, 256), args.updates, device, warmup=1)
         row[f"{label}_action_ms"] = time_per_call(
@@ -161,6 +172,14 @@ def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> di
             row["matmul_floor_ms"] = matmul_ms_per_update(model, args.updates, device)
             for kind, n_rows in ACTING_ROWS.items():
                 row[f"{kind}_matmul_floor_ms"] = acting_matmul_floor_ms(model, n_rows, args.actions, device)
+    compiled = make_qvpo(env, args.device, True, args.seed, compile_acting_after=0)
+    for deterministic in (False, True):  # compile both batch sizes before timing
+        compiled.predict(single_obs, deterministic=deterministic)
+    row["compiled_action_ms"] = time_per_call(lambda: compiled.predict(single_obs, deterministic=False), args.actions, device)
+    row["compiled_eval_ms"] = time_per_call(lambda: compiled.predict(single_obs, deterministic=True), args.actions, device)
+    small = make_small_qvpo(env, args.device, args.seed)
+    fill_buffer(small, obs_dim, action_dim)
+    row["small_update_ms"] = time_per_call(lambda: small.train(1, 128), max(args.updates, 20), device, warmup=1)
     sac = SAC("MlpPolicy", env, device=args.device, seed=args.seed, batch_size=256, learning_starts=0, buffer_size=10_000)
     fill_buffer(sac, obs_dim, action_dim)
     row["sac_update_ms"] = time_per_call(lambda: sac.train(1, 256), max(args.updates, 20), device)
@@ -179,31 +198,35 @@ def render(rows: dict[str, dict[str, float]], args: argparse.Namespace, device: 
         "Paper settings: batch 256, N_d 64, N_e 10, T 20, K_b 4, K_t 1, 3x256 Mish.",
         "",
         "| task sizes | plain ms/update | fast ms/update | speed-up | matmul floor ms | fast / floor "
-        "| plain ms/action | fast ms/action | SAC ms/update | SAC ms/action |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| small settings ms/update | SAC ms/update | small / SAC |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         lines.append(
             f"| {name} | {row['plain_update_ms']:.1f} | {row['fast_update_ms']:.1f} | "
             f"{row['plain_update_ms'] / row['fast_update_ms']:.2f}x | {row['matmul_floor_ms']:.1f} | "
-            f"{row['fast_update_ms'] / row['matmul_floor_ms']:.2f} | {row['plain_action_ms']:.2f} | "
-            f"{row['fast_action_ms']:.2f} | {row['sac_update_ms']:.2f} | {row['sac_action_ms']:.3f} |"
+            f"{row['fast_update_ms'] / row['matmul_floor_ms']:.2f} | {row['small_update_ms']:.2f} | "
+            f"{row['sac_update_ms']:.2f} | {row['small_update_ms'] / row['sac_update_ms']:.2f} |"
         )
     lines += [
         "",
-        "Acting through SB3's public `predict` on one observation (ms per call): K_b = 4 candidates "
-        "(`deterministic=False`) and 32 (`deterministic=True`, what EvalCallback uses); matmul floor = the "
-        "chain's and the critic's matrix products alone at those row counts (T x every Linear of the noise "
-        "network + the twin critic's), timed in the same run.",
+        "Small settings: 2x64 Mish, T 10, batch 128, N_d 16, N_e 4 (the CPU entries of hyperparams/qvpo.yml).",
         "",
-        "| task sizes | plain K_b=4 | fast K_b=4 | matmul floor 4 rows | plain best of 32 | fast best of 32 "
-        "| matmul floor 32 rows | SAC predict | SAC predict deterministic |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Acting through SB3's public `predict` on one observation (ms per call): K_b = 4 candidates "
+        "(`deterministic=False`) and 32 (`deterministic=True`, what EvalCallback uses), with the plain "
+        "reference modules, the eager fast path, and the compiled acting path (`compile_acting_after=0`, "
+        "compiled before timing); matmul floor = the chain's and the critic's matrix products alone at "
+        "those row counts (T x every Linear of the noise network + the twin critic's), timed in the same run.",
+        "",
+        "| task sizes | plain K_b=4 | fast K_b=4 | compiled K_b=4 | matmul floor 4 rows | plain best of 32 "
+        "| fast best of 32 | compiled best of 32 | matmul floor 32 rows | SAC predict | SAC predict deterministic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         lines.append(
-            f"| {name} | {row['plain_action_ms']:.2f} | {row['fast_action_ms']:.2f} | {row['action_matmul_floor_ms']:.2f} "
-            f"| {row['plain_eval_ms']:.2f} | {row['fast_eval_ms']:.2f} | {row['eval_matmul_floor_ms']:.2f} "
+            f"| {name} | {row['plain_action_ms']:.2f} | {row['fast_action_ms']:.2f} | {row['compiled_action_ms']:.2f} "
+            f"| {row['action_matmul_floor_ms']:.2f} | {row['plain_eval_ms']:.2f} | {row['fast_eval_ms']:.2f} "
+            f"| {row['compiled_eval_ms']:.2f} | {row['eval_matmul_floor_ms']:.2f} "
             f"| {row['sac_action_ms']:.3f} | {row['sac_eval_ms']:.3f} |"
         )
     return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from numbers import Integral
 from typing import Any, NamedTuple
 
 import torch as th
+import torch._inductor.config as inductor_config
 from stable_baselines3.common.policies import ContinuousCritic
 from torch import nn
 
@@ -170,14 +171,70 @@ def compile_sample_and_score(device_type: str) -> ActingFunction:
     """
     code = sample_and_score.__code__.replace()
     copy = types.FunctionType(code, sample_and_score.__globals__, sample_and_score.__name__)
-    options = COMPILE_OPTIONS.get(device_type, {})
-    return th.compile(copy, fullgraph=True, dynamic=False, options=options)
+    # The inductor options (COMPILE_OPTIONS) are set while compiling (CompiledActing._compile_and_call):
+    # given to torch.compile, they would be patched in and out around every call.
+    return th.compile(copy, fullgraph=True, dynamic=False)
+
+
+class ActingPlan(NamedTuple):
+    """What one (actor, critic, noise scale, device) pair needs on every compiled call, worked out once."""
+
+    actor_activation: Callable[[th.Tensor], th.Tensor]
+    chain: PackedWeights
+    coefficients: th.Tensor
+    clip_x0: bool
+    clip_xt: bool
+    critic: PackedWeights | None
+    n_critics: int
+    critic_activation: Callable[[th.Tensor], th.Tensor] | None
+
+
+def stack_activation(stacks: list[list[nn.Module]]) -> Callable[[th.Tensor], th.Tensor] | None:
+    """The one activation of every Linear/activation stack in ``stacks``; None if they differ or one is not compilable."""
+    found = {mlp_activation(stack) for stack in stacks}
+    return found.pop() if len(found) == 1 else None
+
+
+def make_plan(
+    actor: Any,
+    critic: ContinuousCritic | None,
+    features_dim: int,
+    critic_dim: int,
+    noise_scale: float,
+    device: th.device,
+    dtype: th.dtype,
+) -> ActingPlan | None:
+    """
+    The :class:`ActingPlan` of a :class:`~sb3_qvpo.common.actor.DiffusionActor` and a critic (or
+    None: sampling only); None if their networks are not plain Linear/activation stacks it knows.
+    """
+    noise_net, n_steps = actor.noise_net, actor.schedule.n_steps
+    actor_activation = stack_activation([list(noise_net.body.children())])
+    if actor_activation is None:
+        return None
+    critic_weights, critic_activation, n_critics = None, None, 0
+    if critic is not None:
+        critic_activation = stack_activation([list(q_net.children()) for q_net in critic.q_networks])
+        if critic_activation is None:
+            return None
+        n_critics = len(critic.q_networks)
+        critic_weights = PackedWeights(critic, lambda: critic_weight_tensors(critic, critic_dim, actor.action_dim))
+    return ActingPlan(
+        actor_activation,
+        PackedWeights(noise_net, lambda: chain_weight_tensors(noise_net, n_steps, features_dim)),
+        reverse_coefficient_table(actor.schedule, actor.process, noise_scale, device, dtype),
+        actor.process.clip_x0,
+        actor.process.clip_xt,
+        critic_weights,
+        n_critics,
+        critic_activation,
+    )
 
 
 class CompiledActing:
     """
-    Decides, call by call, whether a policy acts through :func:`compiled_sample_and_score`, and keeps
-    what that needs (packed weights, coefficient tables, call counts per batch size).
+    Decides, call by call, whether a policy acts through the compiled :func:`sample_and_score`, and
+    keeps what that needs (:class:`ActingPlan` per actor and critic, call counts per batch size).
 
     :param compile_after: act eagerly on a batch size this many times before compiling it (0: at
         once); None: never compile
@@ -193,9 +250,7 @@ class CompiledActing:
         self.compiled_keys: set[tuple] = set()
         self.failed_keys: set[tuple] = set()
         self._functions: dict[str, ActingFunction] = {}
-        self._packed: dict[int, PackedWeights] = {}
-        self._activations: dict[int, Callable[[th.Tensor], th.Tensor] | None] = {}
-        self._coefficients: dict[tuple, th.Tensor] = {}
+        self._plans: dict[tuple, ActingPlan | None] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled or deep-copied (a policy copy): the counts and caches start afresh."""
@@ -203,18 +258,6 @@ class CompiledActing:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["compile_after"])  # type: ignore[misc]
-
-    def _activation(self, module: nn.Module, stacks: list[list[nn.Module]]) -> Callable[[th.Tensor], th.Tensor] | None:
-        """The one activation of every Linear/activation stack in ``stacks`` (None: not compilable), cached per module."""
-        if id(module) not in self._activations:
-            found = {mlp_activation(stack) for stack in stacks}
-            self._activations[id(module)] = found.pop() if len(found) == 1 else None
-        return self._activations[id(module)]
-
-    def _weights(self, module: nn.Module, pack: Callable[[], list[th.Tensor]]) -> tuple[th.Tensor, TensorShapes]:
-        if id(module) not in self._packed:
-            self._packed[id(module)] = PackedWeights(module, pack)
-        return self._packed[id(module)].get()
 
     def __call__(
         self,
@@ -233,35 +276,30 @@ class CompiledActing:
         """
         if self.compile_after is None or th.is_grad_enabled() or not actor.fast_path:
             return None
-        n_rows = actor_features.shape[0] * n_per_state
+        n_states, features_dim = actor_features.shape
+        n_rows = n_states * n_per_state
         if n_rows > SMALL_BATCH_ROWS:
             return None
         device, dtype = actor_features.device, actor_features.dtype
-        key = (n_rows, n_per_state, critic is not None, device, dtype, noise_scale)
+        critic_dim = 0 if critic_features is None else critic_features.shape[1]
+        plan_key = (id(actor), id(critic), features_dim, critic_dim, noise_scale, device, dtype)
+        key = (plan_key, n_rows, n_per_state)
         count = self.calls[key] = self.calls.get(key, 0) + 1
         if count <= self.compile_after or key in self.failed_keys:
             return None
-        noise_net = actor.noise_net
-        actor_activation = self._activation(noise_net, [list(noise_net.body.children())])
-        critic_stacks = [] if critic is None else [list(q_net.children()) for q_net in critic.q_networks]
-        critic_activation = None if critic is None else self._activation(critic, critic_stacks)
-        if actor_activation is None or (critic is not None and critic_activation is None):
+        if plan_key not in self._plans:
+            self._plans[plan_key] = make_plan(actor, critic, features_dim, critic_dim, noise_scale, device, dtype)
+        plan = self._plans[plan_key]
+        if plan is None:
             return None
-        features_dim, n_steps = actor_features.shape[1], actor.schedule.n_steps
-        chain_flat, chain_shapes = self._weights(noise_net, lambda: chain_weight_tensors(noise_net, n_steps, features_dim))
         scoring = None
-        if critic is not None:
-            assert critic_features is not None and critic_activation is not None
-            critic_dim = critic_features.shape[1]
-            flat, shapes = self._weights(critic, lambda: critic_weight_tensors(critic, critic_dim, actor.action_dim))
-            scoring = Scoring(critic_features, flat, shapes, len(critic.q_networks), critic_activation)
-        coefficient_key = (id(actor), noise_scale, device, dtype)
-        if coefficient_key not in self._coefficients:
-            table = reverse_coefficient_table(actor.schedule, actor.process, noise_scale, device, dtype)
-            self._coefficients[coefficient_key] = table
+        if plan.critic is not None and critic_features is not None and plan.critic_activation is not None:
+            flat, shapes = plan.critic.get()
+            scoring = Scoring(critic_features, flat, shapes, plan.n_critics, plan.critic_activation)
+        chain_flat, chain_shapes = plan.chain.get()
         compiling = key not in self.compiled_keys
         rng_state = random_state(generator, device) if compiling else None
-        draws = draw_chain_noise((n_rows, actor.action_dim), n_steps, generator, device, dtype)
+        draws = draw_chain_noise((n_rows, actor.action_dim), plan.coefficients.shape[0], generator, device, dtype)
         noise = th.stack(draws[1:]) if len(draws) > 1 else draws[0][None, :0]
         arguments = (
             draws[0],
@@ -270,10 +308,10 @@ class CompiledActing:
             n_per_state,
             chain_flat,
             chain_shapes,
-            self._coefficients[coefficient_key],
-            actor.process.clip_x0,
-            actor.process.clip_xt,
-            actor_activation,
+            plan.coefficients,
+            plan.clip_x0,
+            plan.clip_xt,
+            plan.actor_activation,
             scoring,
         )
         if device.type not in self._functions:
@@ -281,28 +319,29 @@ class CompiledActing:
         function = self._functions[device.type]
         if not compiling:
             return function(*arguments)
-        result = self._compile_and_call(key, function, arguments)
+        result = self._compile_and_call(n_rows, key, function, arguments)
         if result is None:  # the eager path draws the same numbers again
             restore_random_state(generator, device, rng_state)
         return result
 
     def _compile_and_call(
-        self, key: tuple, function: ActingFunction, arguments: tuple
+        self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple
     ) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None] | None:
         """
         The first call of a batch size compiles it, with torch's warnings silenced. If that fails, the
         batch size acts eagerly from then on and a warning is logged.
         """
         start = time.perf_counter()
+        device_type = arguments[0].device.type
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), inductor_config.patch(COMPILE_OPTIONS.get(device_type, {})):
                 # Compiling runs torch code that warns (deprecations); a user's -W error must not break acting.
                 warnings.simplefilter("ignore")
                 result = function(*arguments)
         except Exception as error:  # the platform's toolchain, or torch.compile's limits
             self.failed_keys.add(key)
-            logger.warning("Compiling the acting path for %d rows failed (%r); acting stays eager", key[0], error)
+            logger.warning("Compiling the acting path for %d rows failed (%r); acting stays eager", n_rows, error)
             return None
         self.compiled_keys.add(key)
-        logger.info("Compiled acting for %d rows in %.1f s", key[0], time.perf_counter() - start)
+        logger.info("Compiled acting for %d rows in %.1f s", n_rows, time.perf_counter() - start)
         return result

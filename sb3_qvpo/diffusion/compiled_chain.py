@@ -135,11 +135,11 @@ class PackedWeights:
     def __init__(self, module: nn.Module, pack: Callable[[], list[th.Tensor]]) -> None:
         self.parameters = list(module.parameters())
         self.pack = pack
-        self.key: tuple[tuple[int, int], ...] | None = None
+        self.key: tuple[int, ...] | None = None
         self.value: tuple[th.Tensor, TensorShapes] | None = None
 
     def get(self) -> tuple[th.Tensor, TensorShapes]:
-        key = tuple((id(parameter), parameter._version) for parameter in self.parameters)
+        key = tuple(parameter._version for parameter in self.parameters)
         if key != self.key or self.value is None:
             with th.no_grad():
                 self.value = flatten_tensors(self.pack())
