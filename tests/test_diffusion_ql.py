@@ -88,6 +88,28 @@ def test_actor_loss_is_denoising_plus_eta_times_normalised_q() -> None:
     assert stats["actor_loss"].item() == pytest.approx(bc_loss.item() + 2.5 * q_loss.item(), rel=1e-5)
 
 
+def test_eta_zero_is_behaviour_cloning_whatever_the_critic() -> None:
+    """With eta = 0 the actor step is the denoising loss alone: the critic does not change it."""
+    actors = []
+    for critic_shift in (0.0, 5.0):
+        model = make(eta=0.0, seed=0)
+        fill_with_uniform_actions(model, 64)
+        with th.no_grad():
+            for parameter in model.critic.parameters():
+                parameter.add_(critic_shift)
+        data = model.replay_buffer.sample(16)
+        th.manual_seed(3)
+        features = model.actor.extract_features(data.observations, model.actor.features_extractor)
+        expected_bc = model.actor.denoising_errors(data.actions, features).mean().item()
+        th.manual_seed(3)
+        stats = model._actor_step(data)
+        assert stats["q_loss"].item() == 0.0
+        assert stats["actor_loss"].item() == pytest.approx(expected_bc, rel=1e-6)
+        actors.append([parameter.detach().clone() for parameter in model.actor.parameters()])
+    for first, second in zip(*actors, strict=True):
+        th.testing.assert_close(first, second, rtol=0, atol=0)
+
+
 def test_actor_gradient_reaches_the_whole_chain_and_matches_the_loss() -> None:
     """The Q term is differentiated through every reverse step: with eta > 0 the first layer's gradient changes."""
     model = make()

@@ -68,7 +68,8 @@ class DiffusionQL(DiffusionOffPolicyAlgorithm):
     :param train_freq: online: update every ``train_freq`` steps, or a tuple ``(n, "step" | "episode")``
     :param gradient_steps: online: gradient steps per rollout (-1: as many as environment steps)
     :param action_noise: optional extra exploration (SB3's ``ActionNoise``) while collecting online
-    :param eta: weight of the Q term (official: 1.0 for locomotion, per task in ``main.py``)
+    :param eta: weight of the Q term (official: 1.0 for locomotion, per task in ``main.py``); 0: behaviour
+        cloning (the Q term, multiplied by 0, is not computed)
     :param ema_decay: decay of the actor's EMA (0.995)
     :param ema_start_update: updates before the EMA starts following the actor (1,000)
     :param ema_update_interval: EMA update every this many updates (5)
@@ -200,11 +201,15 @@ class DiffusionQL(DiffusionOffPolicyAlgorithm):
         observations = replay_data.observations
         actor_features = self.actor.extract_features(observations, self.actor.features_extractor)
         bc_loss = self.actor.denoising_errors(replay_data.actions, actor_features).mean()
-        new_actions = self.actor.sample(actor_features)  # gradients enabled: the plain, differentiable chain
-        critic_features = self.critic.extract_features(observations, self.critic.features_extractor)
-        q_new = q_values_per_network(self.critic, critic_features, new_actions)
-        numerator = int(th.rand(()).item() > 0.5)
-        q_loss = normalised_q_loss(q_new, numerator)
+        if self.eta == 0:
+            # Behaviour cloning: the Q term would be multiplied by 0; skip the differentiable chain it needs.
+            q_loss = th.zeros((), device=bc_loss.device)
+        else:
+            new_actions = self.actor.sample(actor_features)  # gradients enabled: the plain, differentiable chain
+            critic_features = self.critic.extract_features(observations, self.critic.features_extractor)
+            q_new = q_values_per_network(self.critic, critic_features, new_actions)
+            numerator = int(th.rand(()).item() > 0.5)
+            q_loss = normalised_q_loss(q_new, numerator)
         actor_loss = bc_loss + self.eta * q_loss
         self._optimize(self.actor.optimizer, actor_loss, self.actor.parameters())
         return {"actor_loss": actor_loss.detach(), "bc_loss": bc_loss.detach(), "q_loss": q_loss.detach()}
