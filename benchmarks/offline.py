@@ -451,6 +451,68 @@ def mean_std(values: np.ndarray, digits: int = 1) -> str:
     return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
+def load_finetune_curves(settings: Settings, method: str) -> tuple[np.ndarray, np.ndarray, list[float]] | None:
+    """Environment steps, per-seed mean evaluation returns and wall times of the fine-tuning runs of ``method``."""
+    paths = sorted((settings.results_dir / "finetune").glob(f"{method}_seed*.npz"))
+    if not paths:
+        return None
+    loaded = [np.load(path) for path in paths]
+    n_points = min(len(data["timesteps"]) for data in loaded)
+    returns = np.stack([data["results"][:n_points].mean(axis=1) for data in loaded])
+    walls = [json.loads(path.with_suffix(".json").read_text())["wall_seconds"] for path in paths]
+    return loaded[0]["timesteps"][:n_points], returns, walls
+
+
+def finetune_report(settings: Settings, r_random: float, r_sac: float, r_data: float, plt: Any) -> list[str]:
+    """The fine-tuning section of the report (and its figure), if any run is saved."""
+    curves = {method: load_finetune_curves(settings, method) for method in FINETUNE_METHODS}
+    if all(curve is None for curve in curves.values()):
+        return []
+    task = settings.task
+    lines = [
+        "",
+        "## Online fine-tuning after offline training vs QVPO from scratch",
+        "",
+        f"DiffusionQL trained offline on `{settings.dataset_id('medium')}` ({task.n_steps:,} gradient steps, above) keeps "
+        f"training online for {task.finetune_steps:,} environment steps: `python -m sb3_qvpo.train --algo diffusion_ql "
+        "-i <its model>` (rl-zoo3 loads the model and its replay buffer, which still holds the dataset; one update per "
+        f"step, no random warm-up). QVPO trains from scratch for as many steps with the learning benchmark's small CPU "
+        f"settings (`benchmarks/hyperparams/qvpo_cpu.yml`: 10,000 random steps first). Both evaluated every "
+        f"{task.finetune_eval_freq:,} steps on {task.eval_episodes} episodes; seed s fine-tunes the offline model of seed s.",
+        "",
+        f"![fine-tuning]({settings.env_id}_finetune.png)",
+        "",
+        "| method | seeds | first evaluation | final return | final / SAC | best return | wall time per run (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method, curve in curves.items():
+        if curve is None:
+            lines.append(f"| {FINETUNE_LABELS[method]} | 0 | not run | | | | |")
+            continue
+        steps, returns, walls = curve
+        mean, std = returns.mean(axis=0), returns.std(axis=0)
+        axis.plot(steps, mean, label=f"{FINETUNE_LABELS[method]} ({len(returns)} seeds)")
+        axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        final = returns[:, -1]
+        lines.append(
+            f"| {FINETUNE_LABELS[method]} | {len(returns)} | {mean_std(returns[:, 0])} (at {int(steps[0]):,}) "
+            f"| {mean_std(final)} | {mean_std((final - r_random) / (r_sac - r_random), 2)} "
+            f"| {mean_std(returns.max(axis=1))} | {np.mean(walls):.0f} |"
+        )
+    axis.axhline(r_data, color="gray", linestyle="--", label=f"dataset average ({r_data:.0f})")
+    axis.axhline(r_sac, color="black", linestyle=":", label=f"SAC ({r_sac:.0f})")
+    axis.set_title(f"{settings.env_id}: fine-tuning vs from scratch")
+    axis.set_xlabel("environment steps")
+    axis.set_ylabel(f"evaluation return ({task.eval_episodes} episodes)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(settings.results_dir / f"{settings.env_id}_finetune.png", dpi=100)
+    plt.close(figure)
+    return [*lines, "", "Command of each run: `finetune/<method>_seed<S>.json`."]
+
+
 def diffusion_ql_entry(env_id: str) -> dict[str, Any]:
     """hyperparams/diffusion_ql.yml's entry for the task, as the offline runs read it."""
     return dict(yaml.safe_load((REPO_DIR / "hyperparams" / "diffusion_ql.yml").read_text())[env_id])
@@ -585,6 +647,7 @@ def report(settings: Settings) -> None:
         plt.close(figure)
         lines.append("")
     lines += ["Command of each run: `runs/<dataset>/<method>_seed<S>.json` (curves in the `.npz` next to it)."]
+    lines += finetune_report(settings, r_random, r_sac, info["datasets"]["medium"]["average_return"], plt)
     (settings.results_dir / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
