@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from curves import load_seed_curves
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results" / "learning"
@@ -183,15 +184,7 @@ def run_all(
 
 def load_curves(task: str, algo: str) -> tuple[np.ndarray, np.ndarray, list[float]] | None:
     """Steps, per-seed mean evaluation returns (seeds x evaluations) and per-seed wall times."""
-    paths = sorted((RESULTS_DIR / task).glob(f"{algo}_seed*.npz"))
-    if not paths:
-        return None
-    loaded = [np.load(path) for path in paths]
-    n_points = min(len(data["timesteps"]) for data in loaded)
-    steps = loaded[0]["timesteps"][:n_points]
-    returns = np.stack([data["results"][:n_points].mean(axis=1) for data in loaded])
-    walls = [json.loads(path.with_suffix(".json").read_text())["wall_seconds"] for path in paths]
-    return steps, returns, walls
+    return load_seed_curves(list((RESULTS_DIR / task).glob(f"{algo}_seed*.npz")))
 
 
 def first_reached(steps: np.ndarray, curve: np.ndarray, threshold: float) -> str:

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from curves import load_seed_curves
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCHMARKS_DIR.parent
@@ -438,15 +439,7 @@ def finetune_all(settings: Settings, seeds: list[int], jobs: int) -> None:
 
 def load_curves(settings: Settings, dataset: str, method: str) -> tuple[np.ndarray, np.ndarray, list[float]] | None:
     """Gradient steps, per-seed mean evaluation returns (seeds x evaluations) and per-seed wall times."""
-    paths = sorted((settings.results_dir / "runs" / dataset).glob(f"{method}_seed*.npz"))
-    if not paths:
-        return None
-    loaded = [np.load(path) for path in paths]
-    n_points = min(len(data["timesteps"]) for data in loaded)
-    steps = loaded[0]["timesteps"][:n_points]
-    returns = np.stack([data["results"][:n_points].mean(axis=1) for data in loaded])
-    walls = [json.loads(path.with_suffix(".json").read_text())["wall_seconds"] for path in paths]
-    return steps, returns, walls
+    return load_seed_curves(list((settings.results_dir / "runs" / dataset).glob(f"{method}_seed*.npz")))
 
 
 def mean_std(values: np.ndarray, digits: int = 1) -> str:
@@ -455,14 +448,28 @@ def mean_std(values: np.ndarray, digits: int = 1) -> str:
 
 def load_finetune_curves(settings: Settings, method: str) -> tuple[np.ndarray, np.ndarray, list[float]] | None:
     """Environment steps, per-seed mean evaluation returns and wall times of the fine-tuning runs of ``method``."""
-    paths = sorted((settings.results_dir / "finetune").glob(f"{method}_seed*.npz"))
-    if not paths:
-        return None
-    loaded = [np.load(path) for path in paths]
-    n_points = min(len(data["timesteps"]) for data in loaded)
-    returns = np.stack([data["results"][:n_points].mean(axis=1) for data in loaded])
-    walls = [json.loads(path.with_suffix(".json").read_text())["wall_seconds"] for path in paths]
-    return loaded[0]["timesteps"][:n_points], returns, walls
+    return load_seed_curves(list((settings.results_dir / "finetune").glob(f"{method}_seed*.npz")))
+
+
+def plot_band(axis: Any, steps: np.ndarray, returns: np.ndarray, label: str) -> None:
+    """The mean over seeds, with a band of one std."""
+    mean, std = returns.mean(axis=0), returns.std(axis=0)
+    axis.plot(steps, mean, label=f"{label} ({len(returns)} seeds)")
+    axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+
+
+def finish_figure(figure: Any, axis: Any, references: dict[str, float], title: str, xlabel: str, path: Path) -> None:
+    """Dashed / dotted lines at the dataset's and SAC's returns, labels, legend; saved and closed."""
+    for (label, value), style in zip(references.items(), ("--", ":"), strict=False):
+        axis.axhline(value, color="gray" if style == "--" else "black", linestyle=style, label=f"{label} ({value:.0f})")
+    axis.set_title(title)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("evaluation return")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    figure.clf()
 
 
 def finetune_report(settings: Settings, r_random: float, r_sac: float, r_data: float, plt: Any) -> list[str]:
@@ -493,24 +500,16 @@ def finetune_report(settings: Settings, r_random: float, r_sac: float, r_data: f
             lines.append(f"| {FINETUNE_LABELS[method]} | 0 | not run | | | | |")
             continue
         steps, returns, walls = curve
-        mean, std = returns.mean(axis=0), returns.std(axis=0)
-        axis.plot(steps, mean, label=f"{FINETUNE_LABELS[method]} ({len(returns)} seeds)")
-        axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        plot_band(axis, steps, returns, FINETUNE_LABELS[method])
         final = returns[:, -1]
         lines.append(
             f"| {FINETUNE_LABELS[method]} | {len(returns)} | {mean_std(returns[:, 0])} (at {int(steps[0]):,}) "
             f"| {mean_std(final)} | {mean_std((final - r_random) / (r_sac - r_random), 2)} "
             f"| {mean_std(returns.max(axis=1))} | {np.mean(walls):.0f} |"
         )
-    axis.axhline(r_data, color="gray", linestyle="--", label=f"dataset average ({r_data:.0f})")
-    axis.axhline(r_sac, color="black", linestyle=":", label=f"SAC ({r_sac:.0f})")
-    axis.set_title(f"{settings.env_id}: fine-tuning vs from scratch")
-    axis.set_xlabel("environment steps")
-    axis.set_ylabel(f"evaluation return ({task.eval_episodes} episodes)")
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(settings.results_dir / f"{settings.env_id}_finetune.png", dpi=100)
+    references = {"dataset average": r_data, "SAC": r_sac}
+    path = settings.results_dir / f"{settings.env_id}_finetune.png"
+    finish_figure(figure, axis, references, f"{settings.env_id}: fine-tuning vs from scratch", "environment steps", path)
     plt.close(figure)
     return [*lines, "", "Command of each run: `finetune/<method>_seed<S>.json`."]
 
@@ -627,9 +626,7 @@ def report(settings: Settings) -> None:
                 lines.append(f"| {METHOD_LABELS[method]} | 0 | not run | | | | | | |")
                 continue
             steps, returns, walls = curves
-            mean, std = returns.mean(axis=0), returns.std(axis=0)
-            axis.plot(steps, mean, label=f"{METHOD_LABELS[method]} ({len(returns)} seeds)")
-            axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+            plot_band(axis, steps, returns, METHOD_LABELS[method])
             cells = [f"{METHOD_LABELS[method]}", str(len(returns))]
             for values in (returns[:, -1], returns.max(axis=1)):
                 by_data = mean_std((values - r_random) / (r_data - r_random), 2) if r_data > r_random else "n/a"
@@ -637,15 +634,9 @@ def report(settings: Settings) -> None:
                 cells += [mean_std(values), by_data, mean_std(by_sac, 2)]
             cells.append(f"{np.mean(walls):.0f}")
             lines.append("| " + " | ".join(cells) + " |")
-        axis.axhline(r_data, color="gray", linestyle="--", label=f"dataset average ({r_data:.0f})")
-        axis.axhline(r_sac, color="black", linestyle=":", label=f"SAC ({r_sac:.0f})")
-        axis.set_title(f"{settings.env_id}, {stats['id']}")
-        axis.set_xlabel("gradient steps")
-        axis.set_ylabel(f"evaluation return ({settings.task.eval_episodes} episodes)")
-        axis.legend(fontsize=8)
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(settings.results_dir / f"{settings.env_id}_{dataset}.png", dpi=100)
+        path = settings.results_dir / f"{settings.env_id}_{dataset}.png"
+        references = {"dataset average": r_data, "SAC": r_sac}
+        finish_figure(figure, axis, references, f"{settings.env_id}, {stats['id']}", "gradient steps", path)
         plt.close(figure)
         lines.append("")
     lines += ["Command of each run: `runs/<dataset>/<method>_seed<S>.json` (curves in the `.npz` next to it)."]

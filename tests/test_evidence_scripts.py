@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_script(relative_path: str) -> ModuleType:
     path = ROOT / relative_path
+    if str(path.parent) not in sys.path:  # the scripts import their sibling modules, as when run as scripts
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
