@@ -334,15 +334,25 @@ def command_of(run: Run, settings: Settings, log_folder: Path) -> list[str]:
     return command + (["-params", *bc_params(task)] if run.method == "bc" else [])
 
 
-def train(run: Run, settings: Settings) -> str:
-    log_folder = settings.log_folder / "runs" / run.dataset / f"{run.method}_seed{run.seed}"
-    shutil.rmtree(log_folder, ignore_errors=True)
-    log_folder.mkdir(parents=True)
-    command = command_of(run, settings, log_folder)
+def fresh_folder(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def run_logged(command: list[str], log_folder: Path, settings: Settings) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``command`` from the repository root, its output kept in ``log_folder/stdout.txt``; also its wall time."""
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, env=settings.env(), cwd=REPO_DIR, check=False)
     wall_seconds = time.perf_counter() - start
     (log_folder / "stdout.txt").write_text(completed.stdout + completed.stderr)
+    return completed, wall_seconds
+
+
+def train(run: Run, settings: Settings) -> str:
+    log_folder = fresh_folder(settings.log_folder / "runs" / run.dataset / f"{run.method}_seed{run.seed}")
+    command = command_of(run, settings, log_folder)
+    completed, wall_seconds = run_logged(command, log_folder, settings)
     if completed.returncode != 0:
         return f"FAILED {run}: {completed.stderr[-2000:]}"
     if run.method in D3RLPY_METHODS:
@@ -403,14 +413,9 @@ def finetune_path(settings: Settings, method: str, seed: int, suffix: str) -> Pa
 
 
 def finetune(method: str, seed: int, settings: Settings) -> str:
-    log_folder = settings.log_folder / "finetune" / f"{method}_seed{seed}"
-    shutil.rmtree(log_folder, ignore_errors=True)
-    log_folder.mkdir(parents=True)
+    log_folder = fresh_folder(settings.log_folder / "finetune" / f"{method}_seed{seed}")
     command = finetune_command(method, seed, settings, log_folder)
-    start = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, env=settings.env(), cwd=REPO_DIR, check=False)
-    wall_seconds = time.perf_counter() - start
-    (log_folder / "stdout.txt").write_text(completed.stdout + completed.stderr)
+    completed, wall_seconds = run_logged(command, log_folder, settings)
     if completed.returncode != 0:
         return f"FAILED {method} seed {seed}: {completed.stderr[-2000:]}"
     (curve,) = log_folder.glob(f"{method}/{settings.env_id}_*/evaluations.npz")
