@@ -1,0 +1,110 @@
+"""
+How much of an offline DiffusionQL model's return comes from its action choice: the final models of
+``benchmarks/offline.py run`` evaluated again with three choices among the EMA actor's samples:
+
+- the official one (50 samples, one drawn with probabilities softmax(min-Q)),
+- the highest min-Q of the 50 samples ("best"),
+- a single sample, so the critic plays no part at acting.
+
+    python benchmarks/offline_selection.py --env Hopper-v5 --episodes 10
+
+If one sample does as well as the Q-based choices, the critic adds nothing at acting time and the
+return is set by what training put into the actor. Writes
+``benchmarks/results/offline/<env>/selection.md``.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch as th
+
+from sb3_qvpo import DiffusionQL
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+CHOICES = {
+    "softmax of 50 (official)": dict(n_eval_samples=50, action_selection="softmax"),
+    "best of 50": dict(n_eval_samples=50, action_selection="best"),
+    "one sample": dict(n_eval_samples=1, action_selection="best"),
+}
+EVAL_SEED = 10_000
+
+
+def evaluate(model: DiffusionQL, env_id: str, n_episodes: int) -> tuple[list[float], float]:
+    """
+    Deterministic-mode returns on episodes seeded EVAL_SEED, EVAL_SEED + 1, ..., and the share of
+    action components within 1% of the action bounds (a policy collapsed onto a bound shows as ~1).
+    """
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    high = env.action_space.high
+    returns, at_bound = [], []
+    for episode in range(n_episodes):
+        observation, _ = env.reset(seed=EVAL_SEED + episode)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(observation, deterministic=True)
+            at_bound.extend(np.abs(action) >= 0.99 * high)
+            observation, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return returns, float(np.mean(at_bound))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--log-folder", type=Path, default=Path("logs/offline"))
+    args = parser.parse_args()
+    th.set_num_threads(1)
+
+    lines = [
+        f"# {args.env}: offline DiffusionQL's final models, acting with three action choices",
+        "",
+        f"`python benchmarks/offline_selection.py --env {args.env} --episodes {args.episodes}` "
+        f"(torch.set_num_threads(1)). The final model of each seed of `benchmarks/offline.py run` "
+        f"(10,000 gradient steps), {args.episodes} episodes per seed with `predict(deterministic=True)`; "
+        "mean ± std over the seeds of each seed's mean return; in brackets, the share of action "
+        "components within 1% of the action bounds.",
+        "",
+        "| dataset | " + " | ".join(CHOICES) + " |",
+        "|---|" + "---|" * len(CHOICES),
+    ]
+    started = time.time()
+    per_seed_lines = ["", "Per seed (seeds " + ", ".join(map(str, args.seeds)) + "):", ""]
+    for dataset in ("medium", "replay"):
+        per_choice: dict[str, list[float]] = {name: [] for name in CHOICES}
+        bound_shares: dict[str, list[float]] = {name: [] for name in CHOICES}
+        for seed in args.seeds:
+            run_folder = args.log_folder / args.env / "runs" / dataset / f"diffusion_ql_seed{seed}" / "diffusion_ql"
+            model_path = run_folder / f"{args.env}_1" / f"{args.env}.zip"
+            model = DiffusionQL.load(model_path, device="cpu")
+            for name, choice in CHOICES.items():
+                model.policy.n_eval_samples = choice["n_eval_samples"]
+                model.policy.action_selection = choice["action_selection"]
+                returns, at_bound = evaluate(model, args.env, args.episodes)
+                mean_return = float(np.mean(returns))
+                per_choice[name].append(mean_return)
+                bound_shares[name].append(at_bound)
+                print(f"{dataset} seed {seed} {name}: {mean_return:.1f} (at the bounds {at_bound:.2f})", flush=True)
+        cells = [
+            f"{np.mean(values):.1f} ± {np.std(values):.1f} ({np.mean(bound_shares[name]):.2f})"
+            for name, values in per_choice.items()
+        ]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+        for name, values in per_choice.items():
+            per_seed_lines.append(f"- {dataset}, {name}: " + ", ".join(f"{value:.1f}" for value in values))
+    lines += [*per_seed_lines, "", f"Wall time: {time.time() - started:.0f} s."]
+    output = BENCHMARKS_DIR / "results" / "offline" / args.env / "selection.md"
+    output.write_text("\n".join(lines) + "\n")
+    print(output.read_text())
+
+
+if __name__ == "__main__":
+    main()
