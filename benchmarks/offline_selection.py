@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
+from offline import evaluate
 
 from sb3_qvpo import DiffusionQL
 
@@ -28,30 +29,22 @@ CHOICES = {
     "best of 50": dict(n_eval_samples=50, action_selection="best"),
     "one sample": dict(n_eval_samples=1, action_selection="best"),
 }
-EVAL_SEED = 10_000
 
 
-def evaluate(model: DiffusionQL, env_id: str, n_episodes: int) -> tuple[list[float], float]:
+def evaluate_choice(model: DiffusionQL, env_id: str, n_episodes: int) -> tuple[list[float], float]:
     """
-    Deterministic-mode returns on episodes seeded EVAL_SEED, EVAL_SEED + 1, ..., and the share of
+    Deterministic-mode returns on the offline benchmark's evaluation episodes, and the share of
     action components within 1% of the action bounds (a policy collapsed onto a bound shows as ~1).
     """
-    import gymnasium as gym
+    high = model.action_space.high
+    at_bound: list[bool] = []
 
-    env = gym.make(env_id)
-    high = env.action_space.high
-    returns, at_bound = [], []
-    for episode in range(n_episodes):
-        observation, _ = env.reset(seed=EVAL_SEED + episode)
-        total, done = 0.0, False
-        while not done:
-            action, _ = model.predict(observation, deterministic=True)
-            at_bound.extend(np.abs(action) >= 0.99 * high)
-            observation, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
+    def act(observation: np.ndarray) -> np.ndarray:
+        action, _ = model.predict(observation, deterministic=True)
+        at_bound.extend(np.abs(action) >= 0.99 * high)
+        return action
+
+    returns = evaluate(env_id, act, n_episodes)
     return returns, float(np.mean(at_bound))
 
 
@@ -69,7 +62,8 @@ def main() -> None:
         "",
         f"`python benchmarks/offline_selection.py --env {args.env} --episodes {args.episodes}` "
         f"(torch.set_num_threads(1)). The final model of each seed of `benchmarks/offline.py run` "
-        f"(10,000 gradient steps), {args.episodes} episodes per seed with `predict(deterministic=True)`; "
+        f"(10,000 gradient steps), {args.episodes} episodes per seed with `predict(deterministic=True)`, "
+        "reset with the seeds R_random and R_SAC were measured with (`offline.py`'s EVAL_SEED + i); "
         "mean ± std over the seeds of each seed's mean return; in brackets, the share of action "
         "components within 1% of the action bounds.",
         "",
@@ -88,7 +82,7 @@ def main() -> None:
             for name, choice in CHOICES.items():
                 model.policy.n_eval_samples = choice["n_eval_samples"]
                 model.policy.action_selection = choice["action_selection"]
-                returns, at_bound = evaluate(model, args.env, args.episodes)
+                returns, at_bound = evaluate_choice(model, args.env, args.episodes)
                 mean_return = float(np.mean(returns))
                 per_choice[name].append(mean_return)
                 bound_shares[name].append(at_bound)
