@@ -3,14 +3,22 @@ Learning curves of QVPO, QSM, DIPO, SAC and TD3 on the same tasks, budgets and s
 
 Every run is one ``python -m sb3_qvpo.train`` call (rl-zoo3's train script with QVPO registered),
 evaluated every ``eval_freq`` steps on 10 episodes with each algorithm's own deterministic policy.
-SAC and TD3 take rl-zoo3's tuned hyper-parameters (the entry named in ``ZOO_ENTRIES``: the zoo
-tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO, QSM and DIPO
+SAC and TD3 take rl-zoo3's tuned hyper-parameters (the entry named in the scale's ``zoo_entries``:
+the zoo tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO, QSM and DIPO
 take ``hyperparams/<algo>.yml``, with ``benchmarks/hyperparams/<algo>_cpu.yml`` replacing the entries
 whose paper settings a 2-core CPU cannot afford. The hyper-parameter files actually used are written
 next to the results.
 
     python benchmarks/learning.py run --tasks Pendulum-v1 InvertedDoublePendulum-v5 Hopper-v5 --jobs 2
     python benchmarks/learning.py report
+
+``--scale paper`` runs the paper's comparison instead (Table 1): Hopper, Walker2d, Ant, HalfCheetah
+and Humanoid (-v5), 1e6 steps, every algorithm at its ``hyperparams/<algo>.yml`` settings (the
+paper's and official codes'; no CPU overrides), SAC and TD3 at rl-zoo3's tuned -v4 entries, on the
+GPU by default; results in ``benchmarks/results/learning_paper/``:
+
+    python benchmarks/learning.py --scale paper run --jobs 1     # 5 seeds x 5 algorithms x 5 tasks
+    python benchmarks/learning.py --scale paper report
 
 ``run`` skips runs whose evaluations are already saved, so it can be stopped and resumed.
 """
@@ -37,21 +45,59 @@ QVPO_CPU_CONF = BENCHMARKS_DIR / "hyperparams" / "qvpo_cpu.yml"
 OUR_ALGOS = ("qvpo", "qsm", "dipo")
 ALGOS = (*OUR_ALGOS, "sac", "td3")
 
-# Budget (environment steps) and evaluation interval per task.
-TASK_BUDGETS = {
-    "Pendulum-v1": (20_000, 1_000),
-    "InvertedDoublePendulum-v5": (30_000, 2_500),
-    "Hopper-v5": (60_000, 5_000),
-}
 
-# A return that counts as having learned the task, for the "first reached" column (sample efficiency).
-REACHED_THRESHOLDS = {"Pendulum-v1": -200.0, "InvertedDoublePendulum-v5": 9000.0, "Hopper-v5": 500.0}
+@dataclass(frozen=True, eq=False)
+class Scale:
+    """One comparison: its tasks, budgets, baselines' entries, settings, device and results folder."""
 
-# The rl-zoo3 entry whose tuned hyper-parameters SAC and TD3 use on each task.
-ZOO_ENTRIES = {
-    "Pendulum-v1": "Pendulum-v1",
-    "InvertedDoublePendulum-v5": "InvertedDoublePendulumBulletEnv-v0",
-    "Hopper-v5": "Hopper-v4",
+    name: str
+    results_dir: Path
+    budgets: dict[str, tuple[int, int]]  # task -> (environment steps, evaluation interval)
+    zoo_entries: dict[str, str]  # task -> the rl-zoo3 entry whose tuned values SAC and TD3 take
+    thresholds: dict[str, float]  # task -> a return that counts as having learned it ("first reached")
+    cpu_overrides: bool  # whether benchmarks/hyperparams/<algo>_cpu.yml replaces entries of ours
+    device: str
+    seeds: tuple[int, ...]
+    hardware: str  # the report's line on how the runs shared the machine
+
+
+PAPER_TASKS = ("Hopper-v5", "Walker2d-v5", "Ant-v5", "HalfCheetah-v5", "Humanoid-v5")
+SCALES = {
+    # What a 2-core CPU affords: small settings for ours where the paper's cost too much.
+    "cpu": Scale(
+        name="cpu",
+        results_dir=RESULTS_DIR,
+        budgets={"Pendulum-v1": (20_000, 1_000), "InvertedDoublePendulum-v5": (30_000, 2_500), "Hopper-v5": (60_000, 5_000)},
+        # rl-zoo3 tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions.
+        zoo_entries={
+            "Pendulum-v1": "Pendulum-v1",
+            "InvertedDoublePendulum-v5": "InvertedDoublePendulumBulletEnv-v0",
+            "Hopper-v5": "Hopper-v4",
+        },
+        thresholds={"Pendulum-v1": -200.0, "InvertedDoublePendulum-v5": 9000.0, "Hopper-v5": 500.0},
+        cpu_overrides=True,
+        device="cpu",
+        seeds=(0, 1, 2),
+        hardware="1 torch thread, two runs at a time on 2 cores",
+    ),
+    # The paper's Table 1 tasks and budget; thresholds near a SAC-level return of each task.
+    "paper": Scale(
+        name="paper",
+        results_dir=BENCHMARKS_DIR / "results" / "learning_paper",
+        budgets={task: (1_000_000, 10_000) for task in PAPER_TASKS},
+        zoo_entries={task: task.replace("-v5", "-v4") for task in PAPER_TASKS},
+        thresholds={
+            "Hopper-v5": 3000.0,
+            "Walker2d-v5": 3000.0,
+            "Ant-v5": 3000.0,
+            "HalfCheetah-v5": 5000.0,
+            "Humanoid-v5": 5000.0,
+        },
+        cpu_overrides=False,
+        device="cuda",
+        seeds=(0, 1, 2, 3, 4),  # the paper's five runs per algorithm
+        hardware="1 torch thread, the runs' device as given to `run --device`",
+    ),
 }
 
 # QVPO with the release's two remaining differences switched on one at a time and together
@@ -71,6 +117,7 @@ class Run:
     algo: str
     seed: int
     variant: str = ""
+    results_dir: Path = RESULTS_DIR
 
     @property
     def name(self) -> str:
@@ -79,47 +126,44 @@ class Run:
 
     @property
     def evaluations_path(self) -> Path:
-        return RESULTS_DIR / self.task / f"{self.name}_seed{self.seed}.npz"
+        return self.results_dir / self.task / f"{self.name}_seed{self.seed}.npz"
 
     @property
     def wall_time_path(self) -> Path:
-        return RESULTS_DIR / self.task / f"{self.name}_seed{self.seed}.json"
+        return self.results_dir / self.task / f"{self.name}_seed{self.seed}.json"
 
 
-def write_zoo_conf(algo: str, tasks: list[str]) -> Path:
+def write_zoo_conf(algo: str, scale: Scale) -> Path:
     """Copy rl-zoo3's tuned entries under the task names we run, so the zoo reads exactly them."""
     import rl_zoo3
 
     with open(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml") as file:
         zoo_hyperparams = yaml.safe_load(file)
-    conf = {task: dict(zoo_hyperparams[ZOO_ENTRIES[task]]) for task in tasks}
-    path = RESULTS_DIR / "hyperparams" / f"{algo}.yml"
+    conf = {task: dict(zoo_hyperparams[entry]) for task, entry in scale.zoo_entries.items()}
+    path = scale.results_dir / "hyperparams" / f"{algo}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Written by benchmarks/learning.py from rl-zoo3 {rl_zoo3.__version__}'s {algo}.yml; entries used:\n"
-    header += "".join(f"#   {task} <- {ZOO_ENTRIES[task]}\n" for task in tasks)
+    header += "".join(f"#   {task} <- {entry}\n" for task, entry in scale.zoo_entries.items())
     path.write_text(header + yaml.safe_dump(conf, sort_keys=True))
     return path
 
 
-def write_our_conf(algo: str, tasks: list[str]) -> Path:
-    """hyperparams/<algo>.yml updated with the CPU overrides of benchmarks/hyperparams/<algo>_cpu.yml."""
+def write_our_conf(algo: str, scale: Scale) -> Path:
+    """hyperparams/<algo>.yml's entries of the scale's tasks, with benchmarks/hyperparams/<algo>_cpu.yml's
+    replacing them at the CPU scale."""
     entries = yaml.safe_load((BENCHMARKS_DIR.parent / "hyperparams" / f"{algo}.yml").read_text())
-    entries.update(yaml.safe_load((BENCHMARKS_DIR / "hyperparams" / f"{algo}_cpu.yml").read_text()))
-    path = RESULTS_DIR / "hyperparams" / f"{algo}.yml"
+    header = f"# Written by benchmarks/learning.py: hyperparams/{algo}.yml"
+    if scale.cpu_overrides:
+        entries.update(yaml.safe_load((BENCHMARKS_DIR / "hyperparams" / f"{algo}_cpu.yml").read_text()))
+        header += f" updated with benchmarks/hyperparams/{algo}_cpu.yml"
+    path = scale.results_dir / "hyperparams" / f"{algo}.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = (
-        f"# Written by benchmarks/learning.py: hyperparams/{algo}.yml updated with benchmarks/hyperparams/{algo}_cpu.yml\n"
-    )
-    path.write_text(header + yaml.safe_dump({task: entries[task] for task in tasks}, sort_keys=True))
+    path.write_text(header + "\n" + yaml.safe_dump({task: entries[task] for task in scale.budgets}, sort_keys=True))
     return path
 
 
-def write_qvpo_conf(tasks: list[str]) -> Path:
-    return write_our_conf("qvpo", tasks)
-
-
-def conf_file(algo: str, tasks: list[str]) -> Path:
-    return write_our_conf(algo, tasks) if algo in OUR_ALGOS else write_zoo_conf(algo, tasks)
+def conf_file(algo: str, scale: Scale) -> Path:
+    return write_our_conf(algo, scale) if algo in OUR_ALGOS else write_zoo_conf(algo, scale)
 
 
 def variant_params(run: Run, conf: Path) -> list[str]:
@@ -135,8 +179,8 @@ def variant_params(run: Run, conf: Path) -> list[str]:
     return ["-params", f"policy_kwargs:{joined}", *(f"{key}:{value}" for key, value in algo_params.items())]
 
 
-def train(run: Run, conf: Path, log_root: Path) -> str:
-    budget, eval_freq = TASK_BUDGETS[run.task]
+def train(run: Run, scale: Scale, conf: Path, log_root: Path, device: str) -> str:
+    budget, eval_freq = scale.budgets[run.task]
     log_folder = log_root / run.task / f"{run.name}_seed{run.seed}"
     shutil.rmtree(log_folder, ignore_errors=True)
     command = [
@@ -144,7 +188,7 @@ def train(run: Run, conf: Path, log_root: Path) -> str:
         "--algo", run.algo, "--env", run.task, "--conf-file", str(conf),
         "-n", str(budget), "--seed", str(run.seed),
         "--eval-freq", str(eval_freq), "--eval-episodes", "10", "--n-eval-envs", "1",
-        "--num-threads", "1", "--device", "cpu", "-f", str(log_folder), "--verbose", "0",
+        "--num-threads", "1", "--device", device, "-f", str(log_folder), "--verbose", "0",
         *variant_params(run, conf),
     ]  # fmt: skip
     start = time.perf_counter()
@@ -161,30 +205,37 @@ def train(run: Run, conf: Path, log_root: Path) -> str:
 
 
 def run_all(
-    tasks: list[str], algos: list[str], seeds: list[int], jobs: int, log_root: Path, variants: list[str] | None = None
+    scale: Scale,
+    tasks: list[str],
+    algos: list[str],
+    seeds: list[int],
+    jobs: int,
+    log_root: Path,
+    device: str,
+    variants: list[str] | None = None,
 ) -> None:
     """``variants``: QVPO variants to run instead of ``algos`` (see :data:`QVPO_VARIANTS`)."""
     if variants:
         algos = ["qvpo"]
-    confs = {algo: conf_file(algo, list(TASK_BUDGETS)) for algo in algos}
+    confs = {algo: conf_file(algo, scale) for algo in algos}
     # Longest tasks first so the two workers finish together.
     pending = [
         run
-        for task in sorted(tasks, key=lambda name: -TASK_BUDGETS[name][0])
+        for task in sorted(tasks, key=lambda name: -scale.budgets[name][0])
         for seed in seeds
         for algo in algos
-        for run in [Run(task, algo, seed, variant) for variant in (variants or [""])]
+        for run in [Run(task, algo, seed, variant, scale.results_dir) for variant in (variants or [""])]
         if not run.evaluations_path.exists()
     ]
     print(f"{len(pending)} runs to do with {jobs} parallel jobs (1 torch thread each)", flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for message in pool.map(lambda run: train(run, confs[run.algo], log_root), pending):
+        for message in pool.map(lambda run: train(run, scale, confs[run.algo], log_root / scale.name, device), pending):
             print(message, flush=True)
 
 
-def load_curves(task: str, algo: str) -> tuple[np.ndarray, np.ndarray, list[float]] | None:
+def load_curves(results_dir: Path, task: str, algo: str) -> tuple[np.ndarray, np.ndarray, list[float]] | None:
     """Steps, per-seed mean evaluation returns (seeds x evaluations) and per-seed wall times."""
-    return load_seed_curves(list((RESULTS_DIR / task).glob(f"{algo}_seed*.npz")))
+    return load_seed_curves(list((results_dir / task).glob(f"{algo}_seed*.npz")))
 
 
 def first_reached(steps: np.ndarray, curve: np.ndarray, threshold: float) -> str:
@@ -192,7 +243,7 @@ def first_reached(steps: np.ndarray, curve: np.ndarray, threshold: float) -> str
     return f"{steps[reached[0]]:,}" if len(reached) else "-"
 
 
-def plot_and_tabulate(task: str, names: list[str], figure_path: Path, reference: str | None = None) -> list[str]:
+def plot_and_tabulate(scale: Scale, task: str, names: list[str], figure_path: Path, reference: str | None = None) -> list[str]:
     """
     Mean ± std curves of the runs called ``names`` on ``task`` saved to ``figure_path``, and their
     table rows; ``reference``'s mean curve is drawn too, without a row.
@@ -201,10 +252,10 @@ def plot_and_tabulate(task: str, names: list[str], figure_path: Path, reference:
 
     rows = []
     figure, axis = plt.subplots(figsize=(6, 4))
-    if reference is not None and (curves := load_curves(task, reference)) is not None:
+    if reference is not None and (curves := load_curves(scale.results_dir, task, reference)) is not None:
         axis.plot(curves[0], curves[1].mean(axis=0), color="black", label=f"{reference.upper()} ({len(curves[1])} seeds)")
     for name in names:
-        curves = load_curves(task, name)
+        curves = load_curves(scale.results_dir, task, name)
         if curves is None:
             continue
         steps, returns, walls = curves
@@ -212,9 +263,9 @@ def plot_and_tabulate(task: str, names: list[str], figure_path: Path, reference:
         axis.plot(steps, mean, label=f"{name.upper()} ({len(returns)} seeds)")
         axis.fill_between(steps, mean - std, mean + std, alpha=0.25)
         final, best = returns[:, -1], returns.max(axis=1)
-        reached = " / ".join(first_reached(steps, curve, REACHED_THRESHOLDS[task]) for curve in returns)
+        reached = " / ".join(first_reached(steps, curve, scale.thresholds[task]) for curve in returns)
         rows.append(
-            f"| {task} | {TASK_BUDGETS[task][0]:,} | {name.upper()} | {len(returns)} "
+            f"| {task} | {scale.budgets[task][0]:,} | {name.upper()} | {len(returns)} "
             f"| {final.mean():.1f} ± {final.std():.1f} | {best.mean():.1f} ± {best.std():.1f} | {reached} "
             f"| {np.mean(walls):.0f} |"
         )
@@ -230,20 +281,21 @@ def plot_and_tabulate(task: str, names: list[str], figure_path: Path, reference:
     return rows
 
 
-def report() -> None:
+def report(scale: Scale) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     lines = [
         "# Learning curves: QVPO vs QSM vs DIPO vs SAC vs TD3",
         "",
-        "Written by `python benchmarks/learning.py report` from the runs of `python benchmarks/learning.py run`.",
+        f"Written by `python benchmarks/learning.py --scale {scale.name} report` from the runs of "
+        f"`python benchmarks/learning.py --scale {scale.name} run`.",
         "Each evaluation: 10 episodes with the algorithm's deterministic policy. Final = last evaluation;",
         "best = highest evaluation during training (the paper's Table 1 metric); both are mean ± std over seeds.",
-        "Wall time: mean seconds per run (training + evaluations), 1 torch thread, two runs at a time on 2 cores.",
+        f"Wall time: mean seconds per run (training + evaluations), {scale.hardware}.",
         "",
         "First reached: the first evaluation step at which each seed's return reached the threshold",
-        f"({', '.join(f'{task} {threshold:g}' for task, threshold in REACHED_THRESHOLDS.items())}); - = never.",
+        f"({', '.join(f'{task} {threshold:g}' for task, threshold in scale.thresholds.items())}); - = never.",
         "",
         "QVPO-<variant> rows: QVPO with the release's initialisation (weight_init='normal') and/or an actor",
         "minibatch drawn independently of the critic's (`run --variants`, see QVPO_VARIANTS); the QVPO rows were",
@@ -254,33 +306,42 @@ def report() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     variant_names = [f"qvpo-{variant}" for variant in QVPO_VARIANTS]
-    for task in TASK_BUDGETS:
-        lines += plot_and_tabulate(task, list(ALGOS), RESULTS_DIR / f"{task}.png")
+    for task in scale.budgets:
+        lines += plot_and_tabulate(scale, task, list(ALGOS), scale.results_dir / f"{task}.png")
         # QVPO's variants in a figure of their own, next to the plain QVPO curve.
-        if any(load_curves(task, name) is not None for name in variant_names):
-            lines += plot_and_tabulate(task, variant_names, RESULTS_DIR / f"{task}_qvpo_variants.png", reference="qvpo")
-    (RESULTS_DIR / "README.md").write_text("\n".join(lines) + "\n")
+        if any(load_curves(scale.results_dir, task, name) is not None for name in variant_names):
+            figure_path = scale.results_dir / f"{task}_qvpo_variants.png"
+            lines += plot_and_tabulate(scale, task, variant_names, figure_path, reference="qvpo")
+    scale.results_dir.mkdir(parents=True, exist_ok=True)
+    (scale.results_dir / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=list(SCALES), default="cpu", help="the CPU comparison or the paper's")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="train the missing runs")
-    run_parser.add_argument("--tasks", nargs="+", default=list(TASK_BUDGETS), choices=list(TASK_BUDGETS))
+    run_parser.add_argument("--tasks", nargs="+", default=None, help="some of the scale's tasks (default: all)")
     run_parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
-    run_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    run_parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the scale's (3 or 5)")
     run_parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each")
+    run_parser.add_argument("--device", default=None, help="torch device of the runs (default: the scale's, cpu or cuda)")
     run_parser.add_argument("--log-folder", type=Path, default=Path("logs/learning"), help="rl-zoo3 logs (not committed)")
     run_parser.add_argument(
         "--variants", nargs="+", choices=list(QVPO_VARIANTS), default=None, help="QVPO variants instead of --algos"
     )
     commands.add_parser("report", help="plots and table from the saved evaluations")
     args = parser.parse_args()
-    if args.command == "run":
-        run_all(args.tasks, args.algos, args.seeds, args.jobs, args.log_folder, args.variants)
-    else:
-        report()
+    scale = SCALES[args.scale]
+    if args.command == "report":
+        report(scale)
+        return
+    tasks = args.tasks or list(scale.budgets)
+    if unknown := sorted(set(tasks) - set(scale.budgets)):
+        parser.error(f"--tasks {' '.join(unknown)}: not in the {scale.name} scale's tasks {list(scale.budgets)}")
+    seeds = args.seeds or list(scale.seeds)
+    run_all(scale, tasks, args.algos, seeds, args.jobs, args.log_folder, args.device or scale.device, args.variants)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The scripts behind the committed evidence: the learning benchmark and the bandit picture."""
 
+import dataclasses
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -29,10 +31,19 @@ def load_script(relative_path: str) -> ModuleType:
 
 
 @pytest.fixture
-def learning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    module = load_script("benchmarks/learning.py")
-    monkeypatch.setattr(module, "RESULTS_DIR", tmp_path)
-    return module
+def learning() -> ModuleType:
+    return load_script("benchmarks/learning.py")
+
+
+@pytest.fixture
+def cpu_scale(learning: ModuleType, tmp_path: Path) -> object:
+    """The CPU comparison writing into a temporary folder."""
+    return dataclasses.replace(learning.SCALES["cpu"], results_dir=tmp_path)
+
+
+@pytest.fixture
+def paper_scale(learning: ModuleType, tmp_path: Path) -> object:
+    return dataclasses.replace(learning.SCALES["paper"], results_dir=tmp_path)
 
 
 @pytest.fixture
@@ -43,20 +54,47 @@ def bandit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3"])
-def test_baselines_take_rl_zoo_tuned_entries(learning: ModuleType, algo: str) -> None:
+@pytest.mark.parametrize("scale_name", ["cpu", "paper"])
+def test_baselines_take_rl_zoo_tuned_entries(learning: ModuleType, tmp_path: Path, algo: str, scale_name: str) -> None:
     import rl_zoo3
 
+    scale = dataclasses.replace(learning.SCALES[scale_name], results_dir=tmp_path)
     with open(Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml") as file:
         zoo = yaml.safe_load(file)
-    conf = yaml.safe_load(learning.write_zoo_conf(algo, list(learning.TASK_BUDGETS)).read_text())
-    assert set(conf) == set(learning.TASK_BUDGETS)
-    for task, entry in learning.ZOO_ENTRIES.items():
+    conf = yaml.safe_load(learning.write_zoo_conf(algo, scale).read_text())
+    assert set(conf) == set(scale.budgets)
+    for task, entry in scale.zoo_entries.items():
         assert conf[task] == zoo[entry]
 
 
-def test_qvpo_settings_cover_every_task_and_build(learning: ModuleType) -> None:
-    conf = yaml.safe_load(learning.write_qvpo_conf(list(learning.TASK_BUDGETS)).read_text())
-    assert set(conf) == set(learning.TASK_BUDGETS)
+@pytest.mark.parametrize("algo", ["qvpo", "qsm", "dipo"])
+def test_paper_scale_runs_the_shipped_settings_on_the_paper_tasks(
+    learning: ModuleType, paper_scale: object, monkeypatch: pytest.MonkeyPatch, algo: str
+) -> None:
+    conf_path = learning.write_our_conf(algo, paper_scale)
+    shipped = yaml.safe_load((ROOT / "hyperparams" / f"{algo}.yml").read_text())
+    conf = yaml.safe_load(conf_path.read_text())
+    assert set(conf) == {"Hopper-v5", "Walker2d-v5", "Ant-v5", "HalfCheetah-v5", "Humanoid-v5"}
+    assert all(conf[task] == shipped[task] for task in conf)  # no CPU override at the paper's scale
+    commands = []
+
+    def refuse(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 1, "", "not run in a test")
+
+    monkeypatch.setattr(learning.subprocess, "run", refuse)
+    message = learning.train(learning.Run("Ant-v5", algo, 4), paper_scale, conf_path, Path("logs"), "cuda")
+    assert message.startswith("FAILED")
+    (command,) = commands
+    flags = dict(zip(command[3::2], command[4::2], strict=True))  # after: python -m sb3_qvpo.train
+    assert flags["--algo"] == algo and flags["--env"] == "Ant-v5" and flags["--seed"] == "4"
+    assert (flags["-n"], flags["--eval-freq"], flags["--device"]) == ("1000000", "10000", "cuda")
+    assert flags["--conf-file"] == str(conf_path)
+
+
+def test_qvpo_settings_cover_every_task_and_build(learning: ModuleType, cpu_scale: object) -> None:
+    conf = yaml.safe_load(learning.write_our_conf("qvpo", cpu_scale).read_text())
+    assert set(conf) == set(cpu_scale.budgets)
     assert conf["Hopper-v5"] == yaml.safe_load(learning.QVPO_CPU_CONF.read_text())["Hopper-v5"]
     assert conf["Pendulum-v1"] == yaml.safe_load((ROOT / "hyperparams" / "qvpo.yml").read_text())["Pendulum-v1"]
     for task, entry in conf.items():
@@ -67,10 +105,10 @@ def test_qvpo_settings_cover_every_task_and_build(learning: ModuleType) -> None:
 
 
 @pytest.mark.parametrize("variant", ["normal-init", "independent-batch", "release"])
-def test_qvpo_variants_are_the_task_entry_plus_their_options(learning: ModuleType, variant: str) -> None:
-    conf_path = learning.write_qvpo_conf(list(learning.TASK_BUDGETS))
+def test_qvpo_variants_are_the_task_entry_plus_their_options(learning: ModuleType, cpu_scale: object, variant: str) -> None:
+    conf_path = learning.write_our_conf("qvpo", cpu_scale)
     entry = yaml.safe_load(conf_path.read_text())["Pendulum-v1"]
-    run = learning.Run("Pendulum-v1", "qvpo", 0, variant)
+    run = learning.Run("Pendulum-v1", "qvpo", 0, variant, cpu_scale.results_dir)
     flag, *overrides = learning.variant_params(run, conf_path)
     assert flag == "-params"
     # rl-zoo3's StoreDict evaluates each "key:value" the same way.
@@ -84,20 +122,21 @@ def test_qvpo_variants_are_the_task_entry_plus_their_options(learning: ModuleTyp
     assert run.evaluations_path.name == f"qvpo-{variant}_seed0.npz"
 
 
-def test_report_summarises_final_and_best_over_seeds(learning: ModuleType) -> None:
+def test_report_summarises_final_and_best_over_seeds(learning: ModuleType, cpu_scale: object) -> None:
     task = "Pendulum-v1"
-    (learning.RESULTS_DIR / task).mkdir()
+    results_dir = cpu_scale.results_dir
+    (results_dir / task).mkdir()
     per_seed_curves = {0: [-1000.0, -300.0, -400.0], 1: [-900.0, -200.0, -100.0]}
     for seed, curve in per_seed_curves.items():
         results = np.repeat(np.array(curve)[:, None], 10, axis=1)  # ten equal episodes per evaluation
-        np.savez(learning.RESULTS_DIR / task / f"qvpo_seed{seed}.npz", timesteps=np.array([1, 2, 3]) * 1000, results=results)
-        (learning.RESULTS_DIR / task / f"qvpo_seed{seed}.json").write_text(json.dumps({"wall_seconds": 10.0 * (seed + 1)}))
-    learning.report()
-    table = (learning.RESULTS_DIR / "README.md").read_text()
+        np.savez(results_dir / task / f"qvpo_seed{seed}.npz", timesteps=np.array([1, 2, 3]) * 1000, results=results)
+        (results_dir / task / f"qvpo_seed{seed}.json").write_text(json.dumps({"wall_seconds": 10.0 * (seed + 1)}))
+    learning.report(cpu_scale)
+    table = (results_dir / "README.md").read_text()
     # final: mean(-400, -100) = -250, std 150; best: mean(-300, -100) = -200, std 100; wall mean 15 s.
     # first reached -200: seed 0 never, seed 1 at its second evaluation (2,000 steps).
     assert "| Pendulum-v1 | 20,000 | QVPO | 2 | -250.0 ± 150.0 | -200.0 ± 100.0 | - / 2,000 | 15 |" in table
-    assert (learning.RESULTS_DIR / f"{task}.png").stat().st_size > 0
+    assert (results_dir / f"{task}.png").stat().st_size > 0
     assert "SAC" not in table.split("|---|")[-1]  # no runs, no row
 
 
