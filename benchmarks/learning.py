@@ -297,15 +297,20 @@ def report(scale: Scale) -> None:
         "First reached: the first evaluation step at which each seed's return reached the threshold",
         f"({', '.join(f'{task} {threshold:g}' for task, threshold in scale.thresholds.items())}); - = never.",
         "",
-        "QVPO-<variant> rows: QVPO with the release's initialisation (weight_init='normal') and/or an actor",
-        "minibatch drawn independently of the critic's (`run --variants`, see QVPO_VARIANTS); the QVPO rows were",
-        "run with truncated_normal and a shared minibatch.",
-        "",
+    ]
+    variant_names = [f"qvpo-{variant}" for variant in QVPO_VARIANTS]
+    if any(load_curves(scale.results_dir, task, name) is not None for task in scale.budgets for name in variant_names):
+        lines += [
+            "QVPO-<variant> rows: QVPO with the release's initialisation (weight_init='normal') and/or an actor",
+            "minibatch drawn independently of the critic's (`run --variants`, see QVPO_VARIANTS); the QVPO rows were",
+            "run with truncated_normal and a shared minibatch.",
+            "",
+        ]
+    lines += [
         "| task | budget (steps) | algorithm | seeds | final return | best return | first reached, per seed "
         "| wall time per run (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    variant_names = [f"qvpo-{variant}" for variant in QVPO_VARIANTS]
     for task in scale.budgets:
         lines += plot_and_tabulate(scale, task, list(ALGOS), scale.results_dir / f"{task}.png")
         # QVPO's variants in a figure of their own, next to the plain QVPO curve.
