@@ -116,8 +116,8 @@ class Run:
     task: str
     algo: str
     seed: int
+    results_dir: Path  # the scale's
     variant: str = ""
-    results_dir: Path = RESULTS_DIR
 
     @property
     def name(self) -> str:
@@ -224,7 +224,7 @@ def run_all(
         for task in sorted(tasks, key=lambda name: -scale.budgets[name][0])
         for seed in seeds
         for algo in algos
-        for run in [Run(task, algo, seed, variant, scale.results_dir) for variant in (variants or [""])]
+        for run in [Run(task, algo, seed, scale.results_dir, variant) for variant in (variants or [""])]
         if not run.evaluations_path.exists()
     ]
     print(f"{len(pending)} runs to do with {jobs} parallel jobs (1 torch thread each)", flush=True)
@@ -299,7 +299,10 @@ def report(scale: Scale) -> None:
         "",
     ]
     variant_names = [f"qvpo-{variant}" for variant in QVPO_VARIANTS]
-    if any(load_curves(scale.results_dir, task, name) is not None for task in scale.budgets for name in variant_names):
+    tasks_with_variants = [
+        task for task in scale.budgets if any(load_curves(scale.results_dir, task, name) is not None for name in variant_names)
+    ]
+    if tasks_with_variants:
         lines += [
             "QVPO-<variant> rows: QVPO with the release's initialisation (weight_init='normal') and/or an actor",
             "minibatch drawn independently of the critic's (`run --variants`, see QVPO_VARIANTS); the QVPO rows were",
@@ -314,7 +317,7 @@ def report(scale: Scale) -> None:
     for task in scale.budgets:
         lines += plot_and_tabulate(scale, task, list(ALGOS), scale.results_dir / f"{task}.png")
         # QVPO's variants in a figure of their own, next to the plain QVPO curve.
-        if any(load_curves(scale.results_dir, task, name) is not None for name in variant_names):
+        if task in tasks_with_variants:
             figure_path = scale.results_dir / f"{task}_qvpo_variants.png"
             lines += plot_and_tabulate(scale, task, variant_names, figure_path, reference="qvpo")
     scale.results_dir.mkdir(parents=True, exist_ok=True)

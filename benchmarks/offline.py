@@ -137,6 +137,23 @@ class Run:
     def path(self, settings: Settings, suffix: str) -> Path:
         return settings.results_dir / "runs" / self.dataset / f"{self.method}_seed{self.seed}{suffix}"
 
+    def log_folder(self, settings: Settings) -> Path:
+        return settings.log_folder / "runs" / self.dataset / f"{self.method}_seed{self.seed}"
+
+
+def default_results_dir(env_id: str) -> Path:
+    return BENCHMARKS_DIR / "results" / "offline" / env_id
+
+
+def default_log_folder(env_id: str) -> Path:
+    return REPO_DIR / "logs" / "offline" / env_id
+
+
+def saved_model(run: Run, settings: Settings) -> Path:
+    """The final model an offline DiffusionQL or BC run saved (rl-zoo3's layout under its log folder)."""
+    (model_path,) = run.log_folder(settings).glob(f"diffusion_ql/{settings.env_id}_*/{settings.env_id}.zip")
+    return model_path
+
 
 def sac_hyperparams(task: Task) -> dict[str, Any]:
     """rl-zoo3's tuned SAC entry for the task (YAML anchors resolved)."""
@@ -350,7 +367,7 @@ def run_logged(command: list[str], log_folder: Path, settings: Settings) -> tupl
 
 
 def train(run: Run, settings: Settings) -> str:
-    log_folder = fresh_folder(settings.log_folder / "runs" / run.dataset / f"{run.method}_seed{run.seed}")
+    log_folder = fresh_folder(run.log_folder(settings))
     command = command_of(run, settings, log_folder)
     completed, wall_seconds = run_logged(command, log_folder, settings)
     if completed.returncode != 0:
@@ -401,8 +418,7 @@ def finetune_command(method: str, seed: int, settings: Settings, log_folder: Pat
     command += ["--num-threads", "1", "--device", "cpu", "-f", str(log_folder)]
     if method == "qvpo":
         return [*command, "--conf-file", str(QVPO_CPU_CONF)]
-    offline_folder = settings.log_folder / "runs" / "medium" / f"diffusion_ql_seed{seed}" / "diffusion_ql"
-    (model_path,) = offline_folder.glob(f"{settings.env_id}_*/{settings.env_id}.zip")
+    model_path = saved_model(Run("medium", "diffusion_ql", seed), settings)
     if not (model_path.parent / "replay_buffer.pkl").exists():
         raise SystemExit(f"{model_path.parent} has no replay_buffer.pkl: rerun its offline run (`run`)")
     return [*command, "-i", str(model_path)]
@@ -683,8 +699,8 @@ def main() -> None:
     settings = Settings(
         env_id=args.env,
         task=replace(TASKS[args.env], **overrides),
-        results_dir=(args.results_dir or BENCHMARKS_DIR / "results" / "offline" / args.env).resolve(),
-        log_folder=(args.log_folder or REPO_DIR / "logs" / "offline" / args.env).resolve(),
+        results_dir=(args.results_dir or default_results_dir(args.env)).resolve(),
+        log_folder=(args.log_folder or default_log_folder(args.env)).resolve(),
         d3rlpy_python=args.d3rlpy_python,
     )
     if args.command == "datasets":

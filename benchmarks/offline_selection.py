@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch as th
-from offline import evaluate
+from offline import DATASETS, TASKS, Run, Settings, default_log_folder, default_results_dir, evaluate, saved_model
 
 from sb3_qvpo import DiffusionQL
 
-BENCHMARKS_DIR = Path(__file__).resolve().parent
 CHOICES = {
     "softmax of 50 (official)": dict(n_eval_samples=50, action_selection="softmax"),
     "best of 50": dict(n_eval_samples=50, action_selection="best"),
@@ -50,19 +49,25 @@ def evaluate_choice(model: DiffusionQL, env_id: str, n_episodes: int) -> tuple[l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="Hopper-v5")
+    parser.add_argument("--env", default="Hopper-v5", choices=list(TASKS))
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--log-folder", type=Path, default=Path("logs/offline"))
+    parser.add_argument("--log-folder", type=Path, help="the offline benchmark's; default: logs/offline/<env>")
     args = parser.parse_args()
     th.set_num_threads(1)
+    settings = Settings(
+        env_id=args.env,
+        task=TASKS[args.env],
+        results_dir=default_results_dir(args.env),
+        log_folder=args.log_folder or default_log_folder(args.env),
+    )
 
     lines = [
         f"# {args.env}: offline DiffusionQL's final models, acting with three action choices",
         "",
         f"`python benchmarks/offline_selection.py --env {args.env} --episodes {args.episodes}` "
         f"(torch.set_num_threads(1)). The final model of each seed of `benchmarks/offline.py run` "
-        f"(10,000 gradient steps), {args.episodes} episodes per seed with `predict(deterministic=True)`, "
+        f"({settings.task.n_steps:,} gradient steps), {args.episodes} episodes per seed with `predict(deterministic=True)`, "
         "reset with the seeds R_random and R_SAC were measured with (`offline.py`'s EVAL_SEED + i); "
         "mean ± std over the seeds of each seed's mean return; in brackets, the share of action "
         "components within 1% of the action bounds.",
@@ -72,13 +77,11 @@ def main() -> None:
     ]
     started = time.time()
     per_seed_lines = ["", "Per seed (seeds " + ", ".join(map(str, args.seeds)) + "):", ""]
-    for dataset in ("medium", "replay"):
+    for dataset in DATASETS:
         per_choice: dict[str, list[float]] = {name: [] for name in CHOICES}
         bound_shares: dict[str, list[float]] = {name: [] for name in CHOICES}
         for seed in args.seeds:
-            run_folder = args.log_folder / args.env / "runs" / dataset / f"diffusion_ql_seed{seed}" / "diffusion_ql"
-            model_path = run_folder / f"{args.env}_1" / f"{args.env}.zip"
-            model = DiffusionQL.load(model_path, device="cpu")
+            model = DiffusionQL.load(saved_model(Run(dataset, "diffusion_ql", seed), settings), device="cpu")
             for name, choice in CHOICES.items():
                 model.policy.n_eval_samples = choice["n_eval_samples"]
                 model.policy.action_selection = choice["action_selection"]
@@ -95,7 +98,7 @@ def main() -> None:
         for name, values in per_choice.items():
             per_seed_lines.append(f"- {dataset}, {name}: " + ", ".join(f"{value:.1f}" for value in values))
     lines += [*per_seed_lines, "", f"Wall time: {time.time() - started:.0f} s."]
-    output = BENCHMARKS_DIR / "results" / "offline" / args.env / "selection.md"
+    output = settings.results_dir / "selection.md"
     output.write_text("\n".join(lines) + "\n")
     print(output.read_text())
 

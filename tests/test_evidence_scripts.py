@@ -83,7 +83,9 @@ def test_paper_scale_runs_the_shipped_settings_on_the_paper_tasks(
         return subprocess.CompletedProcess(command, 1, "", "not run in a test")
 
     monkeypatch.setattr(learning.subprocess, "run", refuse)
-    message = learning.train(learning.Run("Ant-v5", algo, 4), paper_scale, conf_path, Path("logs"), "cuda")
+    message = learning.train(
+        learning.Run("Ant-v5", algo, 4, paper_scale.results_dir), paper_scale, conf_path, Path("logs"), "cuda"
+    )
     assert message.startswith("FAILED")
     (command,) = commands
     flags = dict(zip(command[3::2], command[4::2], strict=True))  # after: python -m sb3_qvpo.train
@@ -108,7 +110,7 @@ def test_qvpo_settings_cover_every_task_and_build(learning: ModuleType, cpu_scal
 def test_qvpo_variants_are_the_task_entry_plus_their_options(learning: ModuleType, cpu_scale: object, variant: str) -> None:
     conf_path = learning.write_our_conf("qvpo", cpu_scale)
     entry = yaml.safe_load(conf_path.read_text())["Pendulum-v1"]
-    run = learning.Run("Pendulum-v1", "qvpo", 0, variant, cpu_scale.results_dir)
+    run = learning.Run("Pendulum-v1", "qvpo", 0, cpu_scale.results_dir, variant)
     flag, *overrides = learning.variant_params(run, conf_path)
     assert flag == "-params"
     # rl-zoo3's StoreDict evaluates each "key:value" the same way.
