@@ -85,11 +85,16 @@ def test_vec_envs(name: str, vec_env_cls: type) -> None:
     env.close()
 
 
-def test_dipo_memory_with_several_envs() -> None:
-    model = make("DIPO", "MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=0), seed=0)
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_dipo_memory_with_several_envs(accumulate: bool) -> None:
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    model = make("DIPO", "MlpPolicy", env, seed=0, accumulate_improved_actions=accumulate)
     model.learn(200)
     buffer = model.replay_buffer
     assert isinstance(buffer, DiffusionMemoryReplayBuffer)
+    if not accumulate:
+        assert buffer.memory_actions is buffer.actions
+        return
     assert buffer.memory_actions.shape == buffer.actions.shape == (buffer.buffer_size, 2, 1)
     # Both envs' columns were improved (written back) somewhere, and nothing outside the filled rows.
     changed = np.abs(buffer.memory_actions - buffer.actions)[: buffer.pos].max(axis=(0, 2))

@@ -1,12 +1,16 @@
 """DIPO's action gradient against a quadratic Q, the write-back into the diffusion memory, its targets and defaults."""
 
+import json
+from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from helpers import AsymmetricBoxEnv, baseline_kwargs
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import set_random_seed
 from test_qsm import QuadraticQ
 from torch import nn
 
@@ -73,11 +77,9 @@ def test_action_ascent_follows_the_min_of_the_critics_and_the_batch_norm_clip() 
     assert free.min().item() > 0.1
 
 
-def test_improved_actions_are_written_back_where_they_were_sampled(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = tiny_model()
+def record_memory_samples(monkeypatch: pytest.MonkeyPatch, model: DIPO) -> list[Any]:
+    """The (observations, actions, indices) of every sample_memory call from now on."""
     buffer = model.diffusion_memory
-    actions_before = buffer.actions.copy()
-    memory_before = buffer.memory_actions.copy()
     sampled: list[Any] = []
     original = buffer.sample_memory
 
@@ -87,6 +89,47 @@ def test_improved_actions_are_written_back_where_they_were_sampled(monkeypatch: 
         return result
 
     monkeypatch.setattr(buffer, "sample_memory", recording)
+    return sampled
+
+
+def test_default_memory_is_the_replay_actions_and_never_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # DIPO's official DiffusionMemory.replace writes into a copy: every update starts from the stored actions.
+    model = tiny_model()
+    buffer = model.diffusion_memory
+    assert not model.accumulate_improved_actions and not buffer.accumulates
+    assert buffer.memory_actions is buffer.actions  # no second copy
+    actions_before = buffer.actions.copy()
+    sampled = record_memory_samples(monkeypatch, model)
+    checked: list[bool] = []
+    original_errors = model.actor.denoising_errors
+
+    def checking_errors(actions: th.Tensor, *args: Any, **kwargs: Any) -> th.Tensor:
+        # Called right after the ascent, with the critic it used: the fitted actions are the ascended copies.
+        observations, stored, (positions, envs) = sampled[-1]
+        np.testing.assert_array_equal(stored.numpy(), actions_before[positions, envs])
+        with th.no_grad():
+            features = model.critic.extract_features(observations, model.critic.features_extractor)
+        ratio, steps = model.action_grad_norm_ratio, model.action_gradient_steps
+        expected = improve_actions(model.critic, features, stored, model.action_learning_rate, steps, ratio * 2)
+        th.testing.assert_close(actions, expected, rtol=0, atol=0)
+        checked.append(not th.equal(expected, stored))
+        return original_errors(actions, *args, **kwargs)
+
+    monkeypatch.setattr(model.actor, "denoising_errors", checking_errors)
+    model.train(gradient_steps=3, batch_size=32)
+    assert checked == [True, True, True]
+    np.testing.assert_array_equal(buffer.actions, actions_before)
+    with pytest.raises(RuntimeError, match="set_accumulation"):
+        buffer.write_memory(sampled[0][2], np.zeros((32, 2), dtype=np.float32))
+
+
+def test_improved_actions_are_written_back_where_they_were_sampled(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model(accumulate_improved_actions=True)
+    buffer = model.diffusion_memory
+    assert buffer.accumulates and buffer.memory_actions is not buffer.actions
+    actions_before = buffer.actions.copy()
+    memory_before = buffer.memory_actions.copy()
+    sampled = record_memory_samples(monkeypatch, model)
     model.train(gradient_steps=1, batch_size=32)
     ((_, stored, (positions, envs)),) = sampled
     np.testing.assert_array_equal(buffer.actions, actions_before)  # the critic's data stay as collected
@@ -98,7 +141,7 @@ def test_improved_actions_are_written_back_where_they_were_sampled(monkeypatch: 
 
 def test_improvement_accumulates_in_the_memory() -> None:
     # With the critic frozen (lr 0), every update raises min-Q of the memory's actions further.
-    model = tiny_model(learning_rate=0.0, action_gradient_steps=5)
+    model = tiny_model(learning_rate=0.0, action_gradient_steps=5, accumulate_improved_actions=True)
     buffer = model.diffusion_memory
     rows = slice(0, buffer.pos)
 
@@ -167,3 +210,81 @@ def test_memory_sampling_covers_only_stored_transitions() -> None:
     model.learn(40)  # 20 positions x 2 envs, no update yet
     _, _, (positions, envs) = model.diffusion_memory.sample_memory(2000)
     assert positions.max() == 19 and positions.min() == 0 and set(envs.tolist()) == {0, 1}
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def test_a_file_saved_before_the_option_keeps_accumulating_as_it_did() -> None:
+    # tests/data/dipo_v1_pendulum.*: saved by the write-back version; the reference continuation ran on that code.
+    reference = json.loads((DATA / "dipo_v1_pendulum.json").read_text())
+    model = DIPO.load(DATA / "dipo_v1_pendulum.zip", env=gym.make("Pendulum-v1"))
+    assert model.accumulate_improved_actions is True
+    obs = np.asarray(reference["observations"], dtype=np.float32)
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], reference["deterministic_actions"], rtol=1e-6)
+    model.load_replay_buffer(DATA / "dipo_v1_pendulum_buffer.pkl")
+    buffer = model.diffusion_memory
+    assert buffer.accumulates and np.any(buffer.memory_actions[: buffer.pos] != buffer.actions[: buffer.pos])
+    set_random_seed(1)
+    model.set_random_seed(1)
+    model.learn(50, reset_num_timesteps=False)
+    continued = reference["continued"]
+    assert np.float64(buffer.memory_actions[: buffer.pos]).sum() == pytest.approx(continued["memory_sum"], rel=1e-9)
+    assert np.float64(buffer.actions[: buffer.pos]).sum() == pytest.approx(continued["actions_sum"], rel=1e-9)
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], continued["deterministic_actions"], rtol=1e-5)
+    # Asked for the official behaviour, the same file drops the copy and reads the buffer's actions.
+    official = DIPO.load(DATA / "dipo_v1_pendulum.zip", accumulate_improved_actions=False)
+    official.load_replay_buffer(DATA / "dipo_v1_pendulum_buffer.pkl")
+    assert official.diffusion_memory.memory_actions is official.diffusion_memory.actions
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_save_load_keeps_the_mode(tmp_path: Path, accumulate: bool) -> None:
+    model = tiny_model(accumulate_improved_actions=accumulate)
+    model.save(tmp_path / "model.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    loaded = DIPO.load(tmp_path / "model.zip")
+    assert loaded.accumulate_improved_actions is accumulate
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    buffer = loaded.diffusion_memory
+    assert buffer.accumulates is accumulate and (buffer.memory_actions is buffer.actions) is not accumulate
+    np.testing.assert_array_equal(buffer.memory_actions, model.diffusion_memory.memory_actions)
+    # A buffer saved in the other mode is put in this model's: a copy of the actions, or the actions.
+    other = DIPO.load(tmp_path / "model.zip", accumulate_improved_actions=not accumulate)
+    other.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert other.diffusion_memory.accumulates is not accumulate
+    np.testing.assert_array_equal(other.diffusion_memory.memory_actions, buffer.actions)
+
+
+def test_load_replay_buffer_after_the_buffer_was_deleted(tmp_path: Path) -> None:
+    # SB3's test_her.py::test_save_load_replay_buffer deletes the buffer before loading one.
+    model = tiny_model()
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+    size = model.replay_buffer.size()  # type: ignore[union-attr]
+    del model.replay_buffer
+    model.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert model.replay_buffer is not None and model.replay_buffer.size() == size
+    model.learn(10, reset_num_timesteps=False)
+    # A buffer of another algorithm is still refused, and the model is left without one, as before the call.
+    from sb3_qvpo import QVPO
+
+    qvpo = QVPO("MlpPolicy", AsymmetricBoxEnv(), buffer_size=100, learning_starts=10, policy_kwargs=dict(net_arch=[8]))
+    qvpo.learn(20)
+    qvpo.save_replay_buffer(tmp_path / "qvpo.pkl")
+    del model.replay_buffer
+    with pytest.raises(TypeError, match="still has no replay buffer"):
+        model.load_replay_buffer(tmp_path / "qvpo.pkl")
+    assert model.replay_buffer is None
+
+
+def test_accumulate_option_is_checked_and_weight_init_defaults_to_what_runs() -> None:
+    with pytest.raises(ValueError, match="accumulate_improved_actions"):
+        DIPO("MlpPolicy", AsymmetricBoxEnv(), accumulate_improved_actions=1)
+    model = DIPO("MlpPolicy", AsymmetricBoxEnv(), learning_starts=10, buffer_size=100)
+    assert model.policy.weight_init == "normal"
+    layer = model.actor.noise_net.body[0]
+    std = 1 / (2 * np.sqrt(layer.weight.shape[1]))
+    assert (layer.weight.abs() > 2 * std).any()  # untruncated
+    truncated = DIPO("MlpPolicy", AsymmetricBoxEnv(), buffer_size=100, policy_kwargs=dict(weight_init="truncated_normal"))
+    first = truncated.actor.noise_net.body[0].weight
+    assert first.abs().max().item() <= 2 / (2 * np.sqrt(first.shape[1]))

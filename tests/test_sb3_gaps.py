@@ -223,5 +223,5 @@ def test_defaults_are_the_release_behaviour_and_old_files_keep_theirs(tmp_path: 
     assert QVPO.load(DATA_DIR / "qvpo_v1_pendulum.zip", independent_actor_batch=True).independent_actor_batch is True
     with open(DATA_DIR / "qvpo_v1_pendulum.zip", "rb") as file:
         assert QVPO.load(io.BytesIO(file.read())).independent_actor_batch is False
-    # DIPO keeps the truncated init it was benchmarked with.
-    assert DIPO("MlpPolicy", AsymmetricBoxEnv(), learning_starts=10, buffer_size=100).policy.weight_init == "truncated_normal"
+    # DIPO also defaults to what its code runs (tests/test_dipo.py).
+    assert DIPO("MlpPolicy", AsymmetricBoxEnv(), learning_starts=10, buffer_size=100).policy.weight_init == "normal"

@@ -20,6 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, ReplayBufferSamples, Schedule
 from stable_baselines3.common.utils import FloatSchedule, get_parameters_by_name, polyak_update, update_learning_rate
 from torch.nn import functional as F
@@ -47,6 +48,9 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
 
     algorithm_name: ClassVar[str]
     policy_base: ClassVar[type[DiffusionPolicy]]
+    # Parameters added after files were saved without them, with the value such a file trained
+    # with: ``load`` passes it when the file lacks the key (and the caller did not set it).
+    old_file_defaults: ClassVar[dict[str, Any]] = {}
     policy: DiffusionPolicy
     actor: DiffusionActor
     actor_target: DiffusionActor | None
@@ -349,7 +353,11 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         force_reset: bool = True,
         **kwargs: Any,
     ) -> SelfDiffusionAlgorithm:
-        check_model_archive(path)
+        """SB3's ``load``; a file saved before a parameter in :attr:`old_file_defaults` existed keeps training as it did."""
+        check_model_archive(path)  # a clear error for a bad file before the peek below
+        if missing := [name for name in cls.old_file_defaults if name not in kwargs]:
+            saved = saved_data_keys(path)
+            kwargs.update({name: cls.old_file_defaults[name] for name in missing if name not in saved})
         return super().load(
             path,
             env=env,
@@ -376,6 +384,17 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "actor.optimizer", "critic.optimizer"], []
+
+
+def saved_data_keys(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
+    """The attribute names stored in a saved model's ``data`` (a file object's position is restored)."""
+    position = path.tell() if isinstance(path, io.BufferedIOBase) else None
+    try:
+        data, _, _ = load_from_zip_file(path, load_data=True)
+    finally:
+        if position is not None:
+            path.seek(position)  # type: ignore[union-attr]
+    return set(data or {})
 
 
 class GradientStepProgressBar(ProgressBarCallback):

@@ -1,10 +1,19 @@
 """
-DIPO's diffusion memory (``agent/replay_memory.py`` ``DiffusionMemory``): a copy of every replay
-action that action-gradient steps improve in place, so improvements accumulate over updates.
+DIPO's diffusion memory (``agent/replay_memory.py`` ``DiffusionMemory``): the actions that each
+update's action-gradient steps start from, sampled independently of the critic's minibatch.
 
-Here it is one more array on SB3's own replay buffers, indexed like their actions (position, env):
-it is saved and loaded with ``save_replay_buffer`` / ``load_replay_buffer`` and works with any
-``n_envs``. Its observations are the buffer's, so they are not stored twice.
+The official ``DiffusionMemory.replace`` means to write the improved actions back, but
+``np.copyto(self.best_actions[idxs], ...)`` writes into the copy that integer-array indexing
+returns, so the official memory always holds the behaviour actions as collected. Two modes here:
+
+- default (what the official code runs): the memory *is* the buffer's ``actions`` array (no
+  second copy, nothing written back);
+- accumulating (``set_accumulation(True)``, what the official code means): a separate copy of
+  every stored action, into which improved actions are written, so improvement accumulates.
+
+Either way it lives on SB3's own replay buffers, indexed like their actions (position, env): it is
+saved and loaded with ``save_replay_buffer`` / ``load_replay_buffer`` and works with any ``n_envs``.
+Its observations are the buffer's, so they are not stored twice.
 """
 
 from typing import Any
@@ -21,9 +30,10 @@ MemoryIndices = tuple[np.ndarray, np.ndarray]
 
 class DiffusionMemory:
     """
-    Mixin for SB3 replay buffers: ``memory_actions`` mirrors ``actions`` when a transition is
-    added; :meth:`sample_memory` draws (observation, memory action) pairs with their indices, and
-    :meth:`write_memory` stores improved actions back.
+    Mixin for SB3 replay buffers: :meth:`sample_memory` draws (observation, memory action) pairs
+    with their indices. ``memory_actions`` is ``actions`` itself unless :meth:`set_accumulation`
+    gave it a copy, which mirrors ``actions`` when a transition is added and which
+    :meth:`write_memory` updates.
     """
 
     memory_actions: np.ndarray
@@ -38,12 +48,28 @@ class DiffusionMemory:
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self.memory_actions = np.zeros_like(self.actions)
+        self.memory_actions = self.actions
+
+    @property
+    def accumulates(self) -> bool:
+        """Whether the memory is a copy that improved actions are written into (else the buffer's own actions)."""
+        return self.memory_actions is not self.actions
+
+    def set_accumulation(self, accumulate: bool) -> None:
+        """
+        Switch modes: accumulating starts from a copy of the stored actions (an existing copy is
+        kept); not accumulating drops the copy and reads the buffer's actions again.
+        """
+        if accumulate and not self.accumulates:
+            self.memory_actions = self.actions.copy()
+        elif not accumulate:
+            self.memory_actions = self.actions
 
     def add(self, *args: Any, **kwargs: Any) -> None:
         position = self.pos
         super().add(*args, **kwargs)  # type: ignore[misc]
-        self.memory_actions[position] = self.actions[position]
+        if self.accumulates:
+            self.memory_actions[position] = self.actions[position]
 
     def _memory_indices(self, batch_size: int) -> MemoryIndices:
         if self.full and self.optimize_memory_usage:
@@ -72,7 +98,12 @@ class DiffusionMemory:
         return observations, buffer.to_torch(self.memory_actions[positions, envs]), (positions, envs)
 
     def write_memory(self, indices: MemoryIndices, actions: np.ndarray) -> None:
-        """Store improved actions (in [-1, 1]) at ``indices``; with repeated indices the last write wins, as in DIPO."""
+        """Store improved actions (in [-1, 1]) at ``indices`` (accumulating mode only); with repeated indices the last write wins."""
+        if not self.accumulates:
+            raise RuntimeError(
+                "This diffusion memory is the replay buffer's own actions (DIPO's official behaviour): writing improved "
+                "actions into it would change the critic's data. Call set_accumulation(True) first"
+            )
         positions, envs = indices
         self.memory_actions[positions, envs] = actions
 

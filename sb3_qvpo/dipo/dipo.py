@@ -57,17 +57,23 @@ class DIPO(DiffusionOffPolicyAlgorithm):
     DIPO: the diffusion actor is fitted, with the plain denoising loss, to actions that gradient
     ascent on the critic keeps improving.
 
-    The replay buffer carries a *diffusion memory*, a copy of every stored action. One update
-    (``train``):
+    The replay buffer carries a *diffusion memory* (:mod:`sb3_qvpo.dipo.buffers`). One update (``train``):
 
     - critic: twin Q networks regress on r + gamma (1 - done) min(Q1', Q2')(s', a'), a' one sample
       of the *target* actor (noise on);
     - action gradient: a minibatch of (s, a) drawn from the diffusion memory, independently of the
       critic's, takes ``action_gradient_steps`` Adam steps on a towards higher min-Q
-      (:func:`improve_actions`); the improved actions are **written back** into the memory, so
-      improvement accumulates over updates;
+      (:func:`improve_actions`);
     - actor: the denoising (DDPM epsilon) loss on the improved (s, a);
     - targets: the critics' every step, the actor's EMA every ``actor_target_update_interval`` steps.
+
+    By default the memory is the replay buffer's own actions and nothing is written back, which is
+    what the official code runs: its ``DiffusionMemory.replace`` writes into a copy
+    (``np.copyto(self.best_actions[idxs], ...)``: integer-array indexing copies), so every update
+    restarts the ascent from the behaviour actions as collected; DIPO's published numbers (and
+    QVPO's Table 1 DIPO row) come from that. ``accumulate_improved_actions=True`` does what that
+    code means: the memory is a copy of the actions into which the improved actions are written
+    back, so improvement accumulates over updates.
 
     Acting: one sample of the diffusion actor while collecting; ``predict(deterministic=True)``: one
     sample of the noise-free chain (the official evaluation, ``noise_ratio`` 0).
@@ -92,6 +98,10 @@ class DIPO(DiffusionOffPolicyAlgorithm):
     :param action_grad_norm_ratio: the batch's action-gradient norm is clipped to
         ``action_dim * ratio`` (official: 0.1; README per task 0.08-0.3; 0: no clipping)
     :param actor_target_update_interval: update the actor's EMA every this many updates (1; HalfCheetah 2)
+    :param accumulate_improved_actions: write the improved actions back into a diffusion memory of
+        their own, so improvement accumulates (what the official code means); False (default): the
+        memory is the replay buffer's actions, never written (what the official code runs). Files
+        saved before this option existed load with True, as they trained
     :param max_grad_norm: gradient-norm clipping of actor and critic (official: 2.0; README per task 0.8-2)
     :param replay_buffer_class: None, ``ReplayBuffer``, ``DictReplayBuffer`` or ``HerReplayBuffer``,
         each replaced by its version with a diffusion memory (see :mod:`sb3_qvpo.dipo.buffers`)
@@ -115,6 +125,8 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: DIPOPolicy
+    # Files saved before the option existed trained with the write-back memory.
+    old_file_defaults: ClassVar[dict[str, Any]] = {"accumulate_improved_actions": True}
 
     def __init__(
         self,
@@ -134,6 +146,7 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         action_gradient_steps: int = 20,
         action_grad_norm_ratio: float = 0.1,
         actor_target_update_interval: int = 1,
+        accumulate_improved_actions: bool = False,
         max_grad_norm: float | None = 2.0,
         replay_buffer_class: type[ReplayBuffer] | None = None,
         replay_buffer_kwargs: dict[str, Any] | None = None,
@@ -155,6 +168,8 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         ):
             if isinstance(value, bool) or not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+        if not isinstance(accumulate_improved_actions, bool):
+            raise ValueError(f"accumulate_improved_actions must be True or False, got {accumulate_improved_actions!r}")
         if n_steps != 1:
             raise ValueError(
                 f"DIPO supports n_steps=1 only (its diffusion memory holds one-step transitions), got {n_steps!r}"
@@ -188,6 +203,7 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         self.action_gradient_steps = action_gradient_steps
         self.action_grad_norm_ratio = action_grad_norm_ratio
         self.actor_target_update_interval = actor_target_update_interval
+        self.accumulate_improved_actions = accumulate_improved_actions
         # Updates done, for the actor target's interval (DiPo.train's ``self.step``); saved with the model.
         self._dipo_updates = 0
         if _init_setup_model:
@@ -196,6 +212,7 @@ class DIPO(DiffusionOffPolicyAlgorithm):
     def _setup_model(self) -> None:
         self.replay_buffer_class = memory_buffer_class(self.replay_buffer_class, self.observation_space)
         super()._setup_model()
+        self.diffusion_memory.set_accumulation(self.accumulate_improved_actions)
 
     @property
     def diffusion_memory(self) -> DiffusionMemory:
@@ -212,7 +229,7 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         return min_q_values(self.critic_target, critic_features, next_actions)
 
     def _actor_step(self, batch_size: int) -> dict[str, th.Tensor]:
-        """Improve a memory minibatch by action gradient, write it back, fit the actor to it."""
+        """Improve a memory minibatch by action gradient (written back when accumulating), fit the actor to it."""
         memory = self.diffusion_memory
         observations, stored_actions, indices = memory.sample_memory(batch_size, env=self._vec_normalize_env)
         with th.no_grad():
@@ -225,7 +242,8 @@ class DIPO(DiffusionOffPolicyAlgorithm):
             self.action_gradient_steps,
             self.action_grad_norm_ratio * stored_actions.shape[1],
         )
-        memory.write_memory(indices, improved.cpu().numpy())
+        if self.accumulate_improved_actions:
+            memory.write_memory(indices, improved.cpu().numpy())
         actor_features = self.actor.extract_features(observations, self.actor.features_extractor)
         actor_loss = self.actor.denoising_errors(improved, actor_features).mean()
         self._optimize(self.actor.optimizer, actor_loss, self.actor.parameters())
@@ -239,13 +257,20 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         return stats
 
     def load_replay_buffer(self, path: str | pathlib.Path | io.BufferedIOBase, truncate_last_traj: bool = True) -> None:
-        """SB3's; a buffer without a diffusion memory (saved by QVPO or SAC, say) is refused and the current one kept."""
-        current = self.replay_buffer
+        """
+        SB3's; a buffer without a diffusion memory (saved by QVPO or SAC, say) is refused and the
+        current one (if any) kept. The memory is put in this model's mode: an accumulating model
+        keeps a loaded buffer's improved actions (or starts a copy of its actions), a default one
+        reads the buffer's actions (improved actions a loaded buffer holds are dropped).
+        """
+        current = getattr(self, "replay_buffer", None)
         super().load_replay_buffer(path, truncate_last_traj)
         if not isinstance(self.replay_buffer, DiffusionMemory):
             loaded = type(self.replay_buffer).__name__
             self.replay_buffer = current
+            kept = "the current buffer was kept" if current is not None else "the model still has no replay buffer"
             raise TypeError(
                 f"The replay buffer in {path} is a {loaded} without DIPO's diffusion memory (saved by another "
-                "algorithm?); the current buffer was kept"
+                f"algorithm?); {kept}"
             )
+        self.replay_buffer.set_accumulation(self.accumulate_improved_actions)

@@ -20,13 +20,17 @@ def dipo_policy_defaults() -> dict[str, Any]:
         n_behavior_samples=1,  # sample_action(eval=False): one sample, full noise
         n_eval_samples=1,  # sample_action(eval=True): one sample ...
         eval_noise_scale=0.0,  # ... of the noise-free chain (noise_ratio 0)
+        # agent/helpers.py init_weights means a 2-std truncated normal, but its resampling loop never
+        # writes back: what runs is the untruncated N(0, 1/(2 sqrt(fan_in))) ("truncated_normal": the intent)
+        weight_init="normal",
     )
 
 
 class DIPOPolicy(DiffusionPolicy):
     """
     Diffusion actor (3x256 Mish, T = 100 cosine) with an EMA target, twin 3x256 Mish critic and
-    its target. Acting: one sample; ``predict(deterministic=True)``: one sample of the noise-free
+    its target, every Linear initialised as the official code runs (untruncated normal; the
+    truncated normal it means is ``weight_init="truncated_normal"``). Acting: one sample; ``predict(deterministic=True)``: one sample of the noise-free
     chain. Any keyword of :class:`~sb3_qvpo.common.policies.DiffusionPolicy` overrides these defaults.
     """
 

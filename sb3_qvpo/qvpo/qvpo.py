@@ -8,10 +8,9 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
 
-from sb3_qvpo.common.checks import check_count, check_model_archive
+from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.qvpo.entropy import EntropyCoef, make_entropy_schedule
 from sb3_qvpo.qvpo.policies import (
@@ -28,17 +27,6 @@ SelfQVPO = TypeVar("SelfQVPO", bound="QVPO")
 
 # Policy kwargs that QVPO sets from its own parameters.
 _ALGORITHM_OWNED_POLICY_KWARGS = ("n_behavior_samples", "n_eval_samples")
-
-
-def _saved_data_keys(path: str | pathlib.Path | io.BufferedIOBase) -> set[str]:
-    """The attribute names stored in a saved model's ``data`` (the file position is restored)."""
-    position = path.tell() if isinstance(path, io.BufferedIOBase) else None
-    try:
-        data, _, _ = load_from_zip_file(path, load_data=True)
-    finally:
-        if position is not None:
-            path.seek(position)  # type: ignore[union-attr]
-    return set(data or {})
 
 
 class QVPO(DiffusionOffPolicyAlgorithm):
@@ -98,6 +86,7 @@ class QVPO(DiffusionOffPolicyAlgorithm):
 
     algorithm_name: ClassVar[str] = "QVPO"
     policy_base: ClassVar[type[QVPOPolicy]] = QVPOPolicy
+    old_file_defaults: ClassVar[dict[str, Any]] = {"independent_actor_batch": False}  # files saved before 0.2
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": MlpPolicy,
         "CnnPolicy": CnnPolicy,
@@ -269,15 +258,13 @@ class QVPO(DiffusionOffPolicyAlgorithm):
     ) -> SelfQVPO:
         """
         SB3's ``load``; the sample counts can be overridden by keyword or through ``custom_objects``.
-        A file saved before ``independent_actor_batch`` existed keeps training as it did (shared minibatch).
+        A file saved before ``independent_actor_batch`` existed keeps training as it did (shared
+        minibatch, :attr:`old_file_defaults`).
         """
         custom_objects = dict(custom_objects or {})
         for name in _ALGORITHM_OWNED_POLICY_KWARGS:
             if name in custom_objects:
                 kwargs.setdefault(name, custom_objects.pop(name))
-        check_model_archive(path)  # a clear error for a bad file before the peek below
-        if "independent_actor_batch" not in kwargs and "independent_actor_batch" not in _saved_data_keys(path):
-            kwargs["independent_actor_batch"] = False
         return super().load(
             path,
             env=env,
