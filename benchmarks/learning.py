@@ -100,14 +100,30 @@ SCALES = {
     ),
 }
 
-# QVPO with the release's two remaining differences switched on one at a time and together
-# (`run --variants ...`): (policy_kwargs added to the task's entry, algorithm parameters). Each
-# variant sets both options explicitly, so its runs do not depend on QVPO's defaults. The plain
-# "qvpo" runs committed before the defaults changed used truncated_normal and a shared minibatch.
-QVPO_VARIANTS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
-    "normal-init": ({"weight_init": "'normal'"}, {"independent_actor_batch": "False"}),
-    "independent-batch": ({"weight_init": "'truncated_normal'"}, {"independent_actor_batch": "True"}),
-    "release": ({"weight_init": "'normal'"}, {"independent_actor_batch": "True"}),
+# Variants of our algorithms (`run --variants ...`): name -> (algorithm, policy_kwargs added to the
+# task's entry, algorithm parameters). Each variant sets its options explicitly, so its runs do not
+# depend on the defaults.
+# QVPO with the release's two remaining differences switched on one at a time and together. The
+# plain "qvpo" runs committed before the defaults changed used truncated_normal and a shared minibatch.
+# DIPO's "accumulate": its defaults before 0.2 (write-back memory, truncated init); the "dipo" runs
+# committed before then were made with them and are stored under this variant's name.
+VARIANTS: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {
+    "normal-init": ("qvpo", {"weight_init": "'normal'"}, {"independent_actor_batch": "False"}),
+    "independent-batch": ("qvpo", {"weight_init": "'truncated_normal'"}, {"independent_actor_batch": "True"}),
+    "release": ("qvpo", {"weight_init": "'normal'"}, {"independent_actor_batch": "True"}),
+    "accumulate": ("dipo", {"weight_init": "'truncated_normal'"}, {"accumulate_improved_actions": "True"}),
+}
+VARIANT_NOTES = {
+    "qvpo": (
+        "QVPO-<variant> rows: QVPO with the release's initialisation (weight_init='normal') and/or an actor\n"
+        "minibatch drawn independently of the critic's (`run --variants`, see VARIANTS); the QVPO rows were\n"
+        "run with truncated_normal and a shared minibatch."
+    ),
+    "dipo": (
+        "DIPO-ACCUMULATE rows: DIPO's defaults before 0.2 (improved actions written back into the diffusion\n"
+        "memory, truncated-normal init); the DIPO rows run the official code's behaviour (memory = the stored\n"
+        "actions, never written; untruncated-normal init)."
+    ),
 }
 
 
@@ -121,7 +137,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The label of the runs: the algorithm, or "qvpo-<variant>"."""
+        """The label of the runs: the algorithm, or "<algorithm>-<variant>"."""
         return f"{self.algo}-{self.variant}" if self.variant else self.algo
 
     @property
@@ -167,10 +183,11 @@ def conf_file(algo: str, scale: Scale) -> Path:
 
 
 def variant_params(run: Run, conf: Path) -> list[str]:
-    """rl-zoo3 ``-params`` overrides of a QVPO variant: its options added to the task's entry."""
+    """rl-zoo3 ``-params`` overrides of a variant: its options added to the task's entry."""
     if not run.variant:
         return []
-    policy_extra, algo_params = QVPO_VARIANTS[run.variant]
+    algo, policy_extra, algo_params = VARIANTS[run.variant]
+    assert algo == run.algo, (run, algo)
     entry = yaml.safe_load(conf.read_text())[run.task]
     policy_kwargs = entry.get("policy_kwargs", "dict()").strip()
     assert policy_kwargs.startswith("dict(") and policy_kwargs.endswith(")"), policy_kwargs
@@ -214,17 +231,15 @@ def run_all(
     device: str,
     variants: list[str] | None = None,
 ) -> None:
-    """``variants``: QVPO variants to run instead of ``algos`` (see :data:`QVPO_VARIANTS`)."""
-    if variants:
-        algos = ["qvpo"]
-    confs = {algo: conf_file(algo, scale) for algo in algos}
+    """``variants``: variants to run instead of ``algos`` (see :data:`VARIANTS`)."""
+    runs_of_seed = [(VARIANTS[variant][0], variant) for variant in variants] if variants else [(algo, "") for algo in algos]
+    confs = {algo: conf_file(algo, scale) for algo, _ in runs_of_seed}
     # Longest tasks first so the two workers finish together.
     pending = [
         run
         for task in sorted(tasks, key=lambda name: -scale.budgets[name][0])
         for seed in seeds
-        for algo in algos
-        for run in [Run(task, algo, seed, scale.results_dir, variant) for variant in (variants or [""])]
+        for run in [Run(task, algo, seed, scale.results_dir, variant) for algo, variant in runs_of_seed]
         if not run.evaluations_path.exists()
     ]
     print(f"{len(pending)} runs to do with {jobs} parallel jobs (1 torch thread each)", flush=True)
@@ -298,17 +313,17 @@ def report(scale: Scale) -> None:
         f"({', '.join(f'{task} {threshold:g}' for task, threshold in scale.thresholds.items())}); - = never.",
         "",
     ]
-    variant_names = [f"qvpo-{variant}" for variant in QVPO_VARIANTS]
-    tasks_with_variants = [
-        task for task in scale.budgets if any(load_curves(scale.results_dir, task, name) is not None for name in variant_names)
-    ]
-    if tasks_with_variants:
-        lines += [
-            "QVPO-<variant> rows: QVPO with the release's initialisation (weight_init='normal') and/or an actor",
-            "minibatch drawn independently of the critic's (`run --variants`, see QVPO_VARIANTS); the QVPO rows were",
-            "run with truncated_normal and a shared minibatch.",
-            "",
-        ]
+    # algorithm -> the names of its variants, and the tasks where some of them were run
+    variant_names = {
+        algo: [f"{algo}-{variant}" for variant, (owner, _, _) in VARIANTS.items() if owner == algo] for algo in VARIANT_NOTES
+    }
+    tasks_with_variants = {
+        algo: [task for task in scale.budgets if any(load_curves(scale.results_dir, task, name) is not None for name in names)]
+        for algo, names in variant_names.items()
+    }
+    for algo, tasks in tasks_with_variants.items():
+        if tasks:
+            lines += [*VARIANT_NOTES[algo].split("\n"), ""]
     lines += [
         "| task | budget (steps) | algorithm | seeds | final return | best return | first reached, per seed "
         "| wall time per run (s) |",
@@ -316,10 +331,11 @@ def report(scale: Scale) -> None:
     ]
     for task in scale.budgets:
         lines += plot_and_tabulate(scale, task, list(ALGOS), scale.results_dir / f"{task}.png")
-        # QVPO's variants in a figure of their own, next to the plain QVPO curve.
-        if task in tasks_with_variants:
-            figure_path = scale.results_dir / f"{task}_qvpo_variants.png"
-            lines += plot_and_tabulate(scale, task, variant_names, figure_path, reference="qvpo")
+        # Each algorithm's variants in a figure of their own, next to its plain curve.
+        for algo, tasks in tasks_with_variants.items():
+            if task in tasks:
+                figure_path = scale.results_dir / f"{task}_{algo}_variants.png"
+                lines += plot_and_tabulate(scale, task, variant_names[algo], figure_path, reference=algo)
     scale.results_dir.mkdir(parents=True, exist_ok=True)
     (scale.results_dir / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -337,7 +353,7 @@ def main() -> None:
     run_parser.add_argument("--device", default=None, help="torch device of the runs (default: the scale's, cpu or cuda)")
     run_parser.add_argument("--log-folder", type=Path, default=Path("logs/learning"), help="rl-zoo3 logs (not committed)")
     run_parser.add_argument(
-        "--variants", nargs="+", choices=list(QVPO_VARIANTS), default=None, help="QVPO variants instead of --algos"
+        "--variants", nargs="+", choices=list(VARIANTS), default=None, help="variants of ours instead of --algos"
     )
     commands.add_parser("report", help="plots and table from the saved evaluations")
     args = parser.parse_args()

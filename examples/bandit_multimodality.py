@@ -11,6 +11,8 @@ official T = 5, vp, M_q = 50) and DIPO (T = 20) with the same networks, batch an
 
     python examples/bandit_multimodality.py --seeds 0 1 2 --jobs 2
     python examples/bandit_multimodality.py --seeds 0 1 2 --settings QSM DIPO --figure figure2_baselines.png
+    python examples/bandit_multimodality.py --seeds 0 1 2 --settings DIPO "DIPO, accumulate, truncated init" \
+        --figure figure2_dipo_memory.png
 
 write ``benchmarks/results/bandit/<figure>`` (first seed) and ``bandit.md`` / ``bandit.json`` (per
 seed and snapshot: mean reward of the samples and the share of samples on each peak); rows of
@@ -40,13 +42,17 @@ ON_PEAK_RADIUS = 0.3
 # How widely the policy still explores part-way through training: std of the samples, mean over dimensions.
 SPREAD_AT_UPDATES = 1000
 
-SETTINGS: dict[str, dict[str, int | str]] = {
+SETTINGS: dict[str, dict[str, int | str | bool]] = {
     "T=20, entropy": dict(n_diffusion_steps=20, n_uniform_samples=10),
     "T=20, no entropy": dict(n_diffusion_steps=20, n_uniform_samples=0),
     "T=5, entropy": dict(n_diffusion_steps=5, n_uniform_samples=10),
     "T=5, no entropy": dict(n_diffusion_steps=5, n_uniform_samples=0),
     "QSM": dict(algo="qsm", n_diffusion_steps=5),
     "DIPO": dict(algo="dipo", n_diffusion_steps=20),
+    # DIPO's defaults before 0.2 (what its official code means rather than what it runs)
+    "DIPO, accumulate, truncated init": dict(
+        algo="dipo", n_diffusion_steps=20, accumulate_improved_actions=True, weight_init="truncated_normal"
+    ),
 }
 
 
@@ -76,7 +82,7 @@ class PolicySnapshots(BaseCallback):
         return policy.unscale_action(actions.cpu().numpy())
 
 
-def make_model(setting: dict[str, int | str], env: MultiPeakBanditEnv, seed: int) -> DiffusionOffPolicyAlgorithm:
+def make_model(setting: dict[str, int | str | bool], env: MultiPeakBanditEnv, seed: int) -> DiffusionOffPolicyAlgorithm:
     """QVPO (the default) or, with ``algo``, QSM / DIPO at their own defaults, all with the same sizes and rates."""
     common: dict = dict(
         learning_starts=RANDOM_STEPS,
@@ -86,15 +92,18 @@ def make_model(setting: dict[str, int | str], env: MultiPeakBanditEnv, seed: int
         policy_kwargs=dict(net_arch=[128, 128], n_diffusion_steps=setting["n_diffusion_steps"]),
         seed=seed,
     )
+    if "weight_init" in setting:
+        common["policy_kwargs"]["weight_init"] = setting["weight_init"]
     algo = setting.get("algo", "qvpo")
     if algo == "qsm":
         return QSM("MlpPolicy", env, **common)
     if algo == "dipo":
-        return DIPO("MlpPolicy", env, **common)
+        accumulate = bool(setting.get("accumulate_improved_actions", False))
+        return DIPO("MlpPolicy", env, accumulate_improved_actions=accumulate, **common)
     return QVPO("MlpPolicy", env, n_action_samples=16, n_uniform_samples=setting["n_uniform_samples"], **common)
 
 
-def train_setting(setting: dict[str, int | str], seed: int) -> tuple[dict[int, np.ndarray], float]:
+def train_setting(setting: dict[str, int | str | bool], seed: int) -> tuple[dict[int, np.ndarray], float]:
     env = MultiPeakBanditEnv()
     model = make_model(setting, env, seed)
     snapshots = PolicySnapshots(SNAPSHOT_UPDATES, N_PLOTTED_SAMPLES, seed)
@@ -196,7 +205,8 @@ def write_table(results: list[dict], env: MultiPeakBanditEnv, seeds: list[int], 
         f"# Continuous bandit (paper's Figure 2), {last} updates, seeds {seeds}",
         "",
         "Written by `python examples/bandit_multimodality.py --seeds " + " ".join(map(str, seeds)) + " [--settings ...]`;",
-        "QVPO rows are named by T and the entropy term; QSM and DIPO run at their own defaults with the same sizes.",
+        "QVPO rows are named by T and the entropy term; QSM and DIPO run at their own defaults with the same sizes",
+        "(DIPO, accumulate, truncated init: DIPO's defaults before 0.2, the write-back memory).",
         f"Uniform policy's mean reward: {env.uniform_mean_reward():.3f}; a peak's top: "
         f"{env.weight / (2 * np.pi * env.sigma**2):.1f}. Samples: {N_PLOTTED_SAMPLES} plain diffusion-policy draws.",
         "",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sb3_qvpo import QVPO
+from sb3_qvpo import DIPO, QVPO
 from sb3_qvpo.envs import PAPER_PEAK_CENTERS, MultiPeakBanditEnv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,13 +115,27 @@ def test_qvpo_variants_are_the_task_entry_plus_their_options(learning: ModuleTyp
     assert flag == "-params"
     # rl-zoo3's StoreDict evaluates each "key:value" the same way.
     params = {key: eval(value) for key, value in (override.split(":", 1) for override in overrides)}
-    policy_extra, algo_params = learning.QVPO_VARIANTS[variant]
+    _, policy_extra, algo_params = learning.VARIANTS[variant]
     assert params["policy_kwargs"] == {**eval(entry["policy_kwargs"]), **{k: eval(v) for k, v in policy_extra.items()}}
     kwargs = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy")}
     model = QVPO(entry["policy"], "Pendulum-v1", **{**kwargs, **params})
     assert model.independent_actor_batch == eval(algo_params["independent_actor_batch"])
     assert model.policy.weight_init == eval(policy_extra["weight_init"])
     assert run.evaluations_path.name == f"qvpo-{variant}_seed0.npz"
+
+
+def test_dipo_accumulate_variant_is_its_old_defaults(learning: ModuleType, cpu_scale: object) -> None:
+    conf_path = learning.write_our_conf("dipo", cpu_scale)
+    entry = yaml.safe_load(conf_path.read_text())["Pendulum-v1"]
+    run = learning.Run("Pendulum-v1", "dipo", 0, cpu_scale.results_dir, "accumulate")
+    _, *overrides = learning.variant_params(run, conf_path)
+    params = {key: eval(value) for key, value in (override.split(":", 1) for override in overrides)}
+    kwargs = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy")}
+    model = DIPO(entry["policy"], "Pendulum-v1", **{**kwargs, **params})
+    assert model.accumulate_improved_actions is True and model.policy.weight_init == "truncated_normal"
+    assert run.evaluations_path.name == "dipo-accumulate_seed0.npz"
+    with pytest.raises(AssertionError):
+        learning.variant_params(learning.Run("Pendulum-v1", "qvpo", 0, cpu_scale.results_dir, "accumulate"), conf_path)
 
 
 def test_report_summarises_final_and_best_over_seeds(learning: ModuleType, cpu_scale: object) -> None:
