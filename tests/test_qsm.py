@@ -13,7 +13,7 @@ from sb3_qvpo import QSM
 from sb3_qvpo.common.critic import min_q_values, q_action_gradient
 from sb3_qvpo.diffusion import add_noise
 from sb3_qvpo.qsm.qsm import q_score_matching_loss
-from sb3_qvpo.qsm.schedules import CosineDecaySchedule
+from sb3_qvpo.qsm.schedules import CosineDecayOverGradientSteps, CosineDecaySchedule
 
 
 class QuadraticQ(nn.Module):
@@ -154,9 +154,64 @@ def test_official_defaults() -> None:
     assert [layer.out_features for layer in q_layers if isinstance(layer, nn.Linear)] == [512, 512, 1]
     assert any(isinstance(layer, nn.ReLU) for layer in q_layers)
     assert actor.optimizer.defaults["eps"] == 1e-8
-    # Actor learning rate: cosine decay that reaches half its start at the end of the run (2e6 steps of 1e6).
-    assert model.actor_lr_schedule(1.0) == pytest.approx(3e-4)
-    assert model.actor_lr_schedule(0.0) == pytest.approx(1.5e-4)
+    # Actor learning rate: optax.cosine_decay_schedule(3e-4, 2e6) over actor updates (tested below).
+    assert isinstance(model.actor_learning_rate, CosineDecayOverGradientSteps)
+    assert (model.actor_learning_rate.initial_value, model.actor_learning_rate.decay_steps) == (3e-4, 2_000_000)
+    assert actor.optimizer.param_groups[0]["lr"] == 3e-4
+
+
+def official_actor_rate(k: int, initial: float = 3e-4, decay_steps: int = 2_000_000) -> float:
+    return initial * 0.5 * (1 + math.cos(math.pi * min(k, decay_steps) / decay_steps))
+
+
+@pytest.mark.parametrize("gradient_steps", [1, 3])
+def test_actor_rate_is_the_official_cosine_of_the_update_count(monkeypatch: pytest.MonkeyPatch, gradient_steps: int) -> None:
+    # A short decay so that the rate moves measurably: update k must get 3e-4 * (1 + cos(pi k / D)) / 2 from k = 0.
+    decay_steps = 40
+    model = QSM(
+        "MlpPolicy",
+        AsymmetricBoxEnv(),
+        seed=0,
+        **baseline_kwargs(
+            "QSM",
+            actor_learning_rate=CosineDecayOverGradientSteps(3e-4, decay_steps),
+            train_freq=gradient_steps,
+            gradient_steps=gradient_steps,
+        ),
+    )
+    rates: list[float] = []
+    original = model._actor_step
+
+    def recording(replay_data: Any) -> Any:
+        rates.append(model.actor.optimizer.param_groups[0]["lr"])
+        return original(replay_data)
+
+    monkeypatch.setattr(model, "_actor_step", recording)
+    model.learn(model.learning_starts + 60)
+    assert len(rates) == model._n_updates >= 50
+    np.testing.assert_allclose(rates, [official_actor_rate(k, 3e-4, decay_steps) for k in range(len(rates))], rtol=1e-12)
+    assert rates[0] == 3e-4 and rates[-1] == 0.0
+    # The critic's constant rate is untouched.
+    assert model.critic.optimizer.param_groups[0]["lr"] == model.learning_rate
+
+
+def test_progress_schedule_stays_reachable_and_saved_schedules_load(tmp_path: Any) -> None:
+    # QSM's default before 0.2, a schedule of the run's progress: lags the official one by the random steps.
+    model = tiny_model(actor_learning_rate=CosineDecaySchedule(3e-4, horizon=2.0))
+    # The last update ran at the end of the run: progress 0, half the horizon, half the initial rate.
+    assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1.5e-4)
+    model.save(tmp_path / "model.zip")
+    loaded = QSM.load(tmp_path / "model.zip")
+    assert isinstance(loaded.actor_learning_rate, CosineDecaySchedule)
+    assert loaded.actor_lr_schedule(0.0) == pytest.approx(1.5e-4)
+    # On a 1e6-step run with 10,000 random steps it ends 1.5% under the official rate at the same update.
+    lagging, official = CosineDecaySchedule(3e-4, 2.0)(0.0), official_actor_rate(1_000_000 - 10_000)
+    assert lagging / official == pytest.approx(0.985, abs=0.001)
+    step_model = tiny_model(actor_learning_rate=CosineDecayOverGradientSteps(3e-4, 100))
+    step_model.save(tmp_path / "steps.zip")
+    reloaded = QSM.load(tmp_path / "steps.zip", env=AsymmetricBoxEnv())
+    reloaded.learn(20, reset_num_timesteps=False)
+    assert reloaded.actor.optimizer.param_groups[0]["lr"] == pytest.approx(official_actor_rate(reloaded._n_updates - 1, 3e-4, 100))
 
 
 @pytest.mark.parametrize(

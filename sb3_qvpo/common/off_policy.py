@@ -9,7 +9,7 @@ import math
 import os
 import pathlib
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from sb3_qvpo.common.actor import DiffusionActor
 from sb3_qvpo.common.checks import check_action_space, check_count, check_finite, check_model_archive
 from sb3_qvpo.common.policies import DiffusionPolicy
+from sb3_qvpo.common.schedules import GradientStepSchedule, LearningRate
 
 if TYPE_CHECKING:
     from sb3_qvpo.offline.transitions import TransitionSet
@@ -61,8 +62,8 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         self,
         policy: str | type[DiffusionPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule,
-        actor_learning_rate: float | Schedule,
+        learning_rate: LearningRate,
+        actor_learning_rate: LearningRate,
         buffer_size: int,
         learning_starts: int,
         batch_size: int,
@@ -92,7 +93,7 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         super().__init__(
             policy,
             env,
-            learning_rate,
+            cast(float | Schedule, learning_rate),
             buffer_size,
             learning_starts,
             batch_size,
@@ -138,16 +139,29 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         self.actor_batch_norm_stats_target = (
             [] if self.actor_target is None else get_parameters_by_name(self.actor_target, ["running_"])
         )
-        self.actor_lr_schedule = FloatSchedule(self.actor_learning_rate)
-        update_learning_rate(self.actor.optimizer, self.actor_lr_schedule(1))
+        # (A GradientStepSchedule is never called through these SB3 schedules: see _rate_at.)
+        self.actor_lr_schedule = FloatSchedule(cast(Schedule, self.actor_learning_rate))
+        self._set_learning_rates(gradient_steps_done=self._n_updates, progress_remaining=1.0)
 
-    def _update_learning_rates(self) -> None:
-        critic_lr = self.lr_schedule(self._current_progress_remaining)
-        actor_lr = self.actor_lr_schedule(self._current_progress_remaining)
-        self.logger.record("train/learning_rate", critic_lr)
-        self.logger.record("train/actor_learning_rate", actor_lr)
+    def _rate_at(self, rate: LearningRate, progress_schedule: Schedule, gradient_steps_done: int, progress: float) -> float:
+        """A gradient-step schedule's value at this count, anything else's (through its SB3 schedule) at this progress."""
+        return float(rate(gradient_steps_done)) if isinstance(rate, GradientStepSchedule) else progress_schedule(progress)
+
+    def _set_learning_rates(self, gradient_steps_done: int, progress_remaining: float) -> tuple[float, float]:
+        """The critic's and the actor's learning rates now, set on their optimisers."""
+        critic_lr = self._rate_at(self.learning_rate, self.lr_schedule, gradient_steps_done, progress_remaining)
+        actor_lr = self._rate_at(self.actor_learning_rate, self.actor_lr_schedule, gradient_steps_done, progress_remaining)
         update_learning_rate(self.critic.optimizer, critic_lr)
         update_learning_rate(self.actor.optimizer, actor_lr)
+        return critic_lr, actor_lr
+
+    def _has_gradient_step_schedule(self) -> bool:
+        return any(isinstance(rate, GradientStepSchedule) for rate in (self.learning_rate, self.actor_learning_rate))
+
+    def _update_learning_rates(self) -> None:
+        critic_lr, actor_lr = self._set_learning_rates(self._n_updates, self._current_progress_remaining)
+        self.logger.record("train/learning_rate", critic_lr)
+        self.logger.record("train/actor_learning_rate", actor_lr)
 
     def _optimize(self, optimizer: th.optim.Optimizer, loss: th.Tensor, parameters: Any) -> None:
         """One optimiser step on ``loss``, the gradient norm of ``parameters`` clipped to ``max_grad_norm``."""
@@ -197,7 +211,10 @@ class DiffusionOffPolicyAlgorithm(OffPolicyAlgorithm):
         self._update_learning_rates()
         self._before_gradient_steps()
         stats: dict[str, list[th.Tensor]] = {}
-        for _ in range(gradient_steps):
+        per_step_rates = self._has_gradient_step_schedule()
+        for step in range(gradient_steps):
+            if per_step_rates and step > 0:  # step 0's rates were set above
+                self._set_learning_rates(self._n_updates + step, self._current_progress_remaining)
             replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             for key, value in self._gradient_step(replay_data).items():
                 stats.setdefault(key, []).append(value)

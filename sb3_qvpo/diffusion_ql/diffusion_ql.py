@@ -14,11 +14,12 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples
 
 from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.common.critic import q_values_per_network
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
+from sb3_qvpo.common.schedules import LearningRate
 from sb3_qvpo.diffusion_ql.policies import CnnPolicy, DiffusionQLPolicy, MlpPolicy, MultiInputPolicy
 
 
@@ -104,8 +105,8 @@ class DiffusionQL(DiffusionOffPolicyAlgorithm):
         self,
         policy: str | type[DiffusionQLPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule = 3e-4,
-        actor_learning_rate: float | Schedule = 3e-4,
+        learning_rate: LearningRate = 3e-4,
+        actor_learning_rate: LearningRate = 3e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 0,
         batch_size: int = 256,

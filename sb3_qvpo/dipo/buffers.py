@@ -98,7 +98,7 @@ class DiffusionMemory:
         return observations, buffer.to_torch(self.memory_actions[positions, envs]), (positions, envs)
 
     def write_memory(self, indices: MemoryIndices, actions: np.ndarray) -> None:
-        """Store improved actions (in [-1, 1]) at ``indices`` (accumulating mode only); with repeated indices the last write wins."""
+        """Store improved actions (in [-1, 1]) at ``indices`` (accumulating only); repeated indices: the last write wins."""
         if not self.accumulates:
             raise RuntimeError(
                 "This diffusion memory is the replay buffer's own actions (DIPO's official behaviour): writing improved "

@@ -15,11 +15,12 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy, ContinuousCritic
-from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples
 
 from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.common.critic import min_q_values, q_action_gradient
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
+from sb3_qvpo.common.schedules import LearningRate
 from sb3_qvpo.dipo.buffers import DiffusionMemory, memory_buffer_class
 from sb3_qvpo.dipo.policies import CnnPolicy, DIPOPolicy, MlpPolicy, MultiInputPolicy
 
@@ -132,8 +133,8 @@ class DIPO(DiffusionOffPolicyAlgorithm):
         self,
         policy: str | type[DIPOPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule = 3e-4,
-        actor_learning_rate: float | Schedule = 3e-4,
+        learning_rate: LearningRate = 3e-4,
+        actor_learning_rate: LearningRate = 3e-4,
         buffer_size: int = 1_000_000,
         learning_starts: int = 10_000,
         batch_size: int = 256,

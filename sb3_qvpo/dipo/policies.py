@@ -30,8 +30,9 @@ class DIPOPolicy(DiffusionPolicy):
     """
     Diffusion actor (3x256 Mish, T = 100 cosine) with an EMA target, twin 3x256 Mish critic and
     its target, every Linear initialised as the official code runs (untruncated normal; the
-    truncated normal it means is ``weight_init="truncated_normal"``). Acting: one sample; ``predict(deterministic=True)``: one sample of the noise-free
-    chain. Any keyword of :class:`~sb3_qvpo.common.policies.DiffusionPolicy` overrides these defaults.
+    truncated normal it means is ``weight_init="truncated_normal"``). Acting: one sample;
+    ``predict(deterministic=True)``: one sample of the noise-free chain. Any keyword of
+    :class:`~sb3_qvpo.common.policies.DiffusionPolicy` overrides these defaults.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Box, lr_schedule: Schedule, **kwargs: Any):

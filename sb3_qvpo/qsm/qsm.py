@@ -13,13 +13,14 @@ import torch as th
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples
 
 from sb3_qvpo.common.critic import min_q_values, q_action_gradient
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
+from sb3_qvpo.common.schedules import LearningRate
 from sb3_qvpo.diffusion import noise_actions
 from sb3_qvpo.qsm.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, QSMPolicy
-from sb3_qvpo.qsm.schedules import CosineDecaySchedule
+from sb3_qvpo.qsm.schedules import CosineDecayOverGradientSteps
 
 
 def q_score_matching_loss(predicted_noise: th.Tensor, q_gradient: th.Tensor, q_score_scale: float) -> th.Tensor:
@@ -42,21 +43,25 @@ class QSM(DiffusionOffPolicyAlgorithm):
     One update (``update``: critic, then actor, same minibatch):
 
     - critic: twin Q networks regress on r + gamma (1 - done) min(Q1', Q2')(s', a'), with a' one
-      sample of the *current* actor plus N(0, ``target_noise``) noise, clipped to [-1, 1];
+      sample of the *current* actor plus N(0, ``target_noise``) noise (the noise is not clipped;
+      the noisy action is clipped to [-1, 1]);
     - actor: replay actions a are noised to a uniformly drawn step t, a_t = sqrt(abar_t) a +
       sqrt(1 - abar_t) eps, and eps_theta(s, a_t, t) regresses on -M_q * mean_i grad_a Q_i(s, a_t)
       (:func:`q_score_matching_loss`);
     - the critic targets follow by Polyak averaging; there is no actor target.
 
-    Acting (``sample_actions``): one DDPM sample plus N(0, 0.1) noise (``policy_kwargs``
-    ``exploration_noise``); ``predict(deterministic=True)``: one sample, drawn from a fixed-seed
-    generator so it is reproducible.
+    Acting (``sample_actions``): one DDPM sample plus unclipped N(0, 0.1) noise (``policy_kwargs``
+    ``exploration_noise``), the action then clipped to [-1, 1]; ``predict(deterministic=True)``:
+    one sample, drawn from a fixed-seed generator so it is reproducible.
 
     :param policy: "MlpPolicy", "MultiInputPolicy", "CnnPolicy" or a :class:`QSMPolicy` subclass
     :param env: the environment (or its Gymnasium id); needs a bounded Box action space
     :param learning_rate: critic learning rate (official: 3e-4)
-    :param actor_learning_rate: score-model learning rate, a float or a schedule (official: 3e-4,
-        cosine-decayed over 2e6 steps: :class:`CosineDecaySchedule` with horizon 2 run lengths)
+    :param actor_learning_rate: score-model learning rate: a float, an SB3 schedule of the progress,
+        or a :class:`~sb3_qvpo.common.schedules.GradientStepSchedule` (default: the official 3e-4
+        cosine-decayed over 2e6 gradient steps counted from the first update,
+        :class:`~sb3_qvpo.qsm.schedules.CosineDecayOverGradientSteps`; the progress-based
+        :class:`~sb3_qvpo.qsm.schedules.CosineDecaySchedule` was the default before 0.2)
     :param buffer_size: replay buffer size
     :param learning_starts: steps of uniform random actions before learning (official: 10,000)
     :param batch_size: minibatch size (256)
@@ -96,8 +101,8 @@ class QSM(DiffusionOffPolicyAlgorithm):
         self,
         policy: str | type[QSMPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule = 3e-4,
-        actor_learning_rate: float | Schedule = CosineDecaySchedule(3e-4, horizon=2.0),  # noqa: B008
+        learning_rate: LearningRate = 3e-4,
+        actor_learning_rate: LearningRate = CosineDecayOverGradientSteps(3e-4, decay_steps=2_000_000),  # noqa: B008
         buffer_size: int = 1_000_000,
         learning_starts: int = 10_000,
         batch_size: int = 256,
