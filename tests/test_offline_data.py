@@ -235,15 +235,78 @@ def test_d4rl_file_without_next_observations_drops_rows_whose_successor_is_unkno
     np.testing.assert_array_equal(transitions.timeouts, [0, 0, 0, 0, 0])
     np.testing.assert_array_equal(transitions.episode_returns, [0 + 1 + 2, 3 + 4 + 5])
 
-    # d4rl's fallback without a timeouts key: the time limit given as max_episode_steps.
-    no_timeouts = load_d4rl_hdf5(write_d4rl_file(tmp_path / "no_timeouts.hdf5", timeouts=None), max_episode_steps=3)
-    np.testing.assert_array_equal(no_timeouts.observations, transitions.observations)
+    # d4rl's fallback without a timeouts key: the time limit given as max_episode_steps (with 4, the same rows;
+    # with 3, d4rl's counter reaches the limit on the terminal row 2, which it then drops).
+    no_timeouts = load_d4rl_hdf5(write_d4rl_file(tmp_path / "no_timeouts.hdf5", timeouts=None), max_episode_steps=4)
+    np.testing.assert_array_equal(no_timeouts.observations, OBSERVATIONS[[0, 1, 2, 3, 4]])
+    three = load_d4rl_hdf5(tmp_path / "no_timeouts.hdf5", max_episode_steps=3)
+    np.testing.assert_array_equal(three.observations, OBSERVATIONS[qlearning_dataset_rows(TERMINALS, None, 3)])
+    np.testing.assert_array_equal(three.observations, OBSERVATIONS[[0, 1, 3, 4]])
     with pytest.warns(UserWarning, match="only terminals end episodes"):
         assert len(load_d4rl_hdf5(tmp_path / "no_timeouts.hdf5")) == 5
 
 
-def test_d4rl_file_with_next_observations_keeps_every_row(tmp_path: Path) -> None:
-    transitions = load_d4rl_hdf5(write_d4rl_file(tmp_path / "data.hdf5", next_observations=NEXT_OBSERVATIONS))
+def qlearning_dataset_rows(
+    terminals: np.ndarray, timeouts: np.ndarray | None, max_episode_steps: int | None = None
+) -> list[int]:
+    """The rows d4rl's qlearning_dataset keeps (terminate_on_end=False), from its documented rules:
+    rows 0..N-2; a final step (a timeout, or step counter == max_episode_steps - 1) is skipped and
+    resets the counter to 0; a terminal resets it before the row is counted, so it then reads 1."""
+    kept, episode_step = [], 0
+    for row in range(len(terminals) - 1):
+        final = bool(timeouts[row]) if timeouts is not None else episode_step == max_episode_steps - 1
+        if final:
+            episode_step = 0
+            continue
+        if terminals[row]:
+            episode_step = 0
+        kept.append(row)
+        episode_step += 1
+    return kept
+
+
+def test_d4rl_rows_are_those_of_qlearning_dataset(tmp_path: Path) -> None:
+    # Three episodes: a terminal (row 2), a row flagged terminal and timeout (row 5), a timeout (row 8), and one open row.
+    n = 10
+    observations = np.arange(n * 3, dtype=np.float32).reshape(n, 3) / 40
+    next_observations = observations + 0.5
+    actions = np.tile(np.array([[1.0, 1.0]], dtype=np.float32), (n, 1))
+    terminals = np.zeros(n, dtype=bool)
+    terminals[[2, 5]] = True
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[[5, 8]] = True
+    arrays = dict(actions=actions, rewards=np.arange(n, dtype=np.float32), terminals=terminals, timeouts=timeouts)
+    path = write_d4rl_file(tmp_path / "data.hdf5", observations=observations, next_observations=next_observations, **arrays)
+    expected = qlearning_dataset_rows(terminals, timeouts)
+    assert expected == [0, 1, 2, 3, 4, 6, 7]
+    transitions = load_d4rl_hdf5(path)
+    np.testing.assert_array_equal(transitions.observations, observations[expected])
+    np.testing.assert_array_equal(transitions.next_observations, next_observations[expected])
+    np.testing.assert_array_equal(transitions.terminals, terminals[expected])
+    assert not transitions.timeouts.any()
+    # The option keeps every row with a known next observation: the timeouts as truncations, the both-flagged row as terminal.
+    kept = load_d4rl_hdf5(path, keep_timeout_rows=True)
+    np.testing.assert_array_equal(kept.observations, observations)
+    np.testing.assert_array_equal(kept.terminals, terminals)
+    np.testing.assert_array_equal(kept.timeouts, timeouts & ~terminals)
+
+    # Without timeouts: d4rl's counter, which reads 1 after a terminal, so the next episode is cut a step earlier.
+    arrays["timeouts"] = None  # type: ignore[assignment]
+    no_timeouts = write_d4rl_file(tmp_path / "no_timeouts.hdf5", observations=observations, **arrays)
+    for max_steps in (2, 3, 4):
+        expected = qlearning_dataset_rows(terminals, None, max_steps)
+        np.testing.assert_array_equal(
+            load_d4rl_hdf5(no_timeouts, max_episode_steps=max_steps).observations, observations[expected]
+        )
+    # With 4 steps: rows 0-2 (terminal at 2), then the counter is 1 at row 3, so row 5 (not row 6) is the time limit.
+    assert qlearning_dataset_rows(terminals, None, 4) == [0, 1, 2, 3, 4, 6, 7, 8]
+
+
+def test_d4rl_file_with_next_observations_keeps_every_row_on_request(tmp_path: Path) -> None:
+    default = load_d4rl_hdf5(write_d4rl_file(tmp_path / "data.hdf5", next_observations=NEXT_OBSERVATIONS))
+    np.testing.assert_array_equal(default.observations, OBSERVATIONS[:5])  # the timeout row 5 is dropped, as d4rl does
+    np.testing.assert_array_equal(default.next_observations, NEXT_OBSERVATIONS[:5])
+    transitions = load_d4rl_hdf5(tmp_path / "data.hdf5", keep_timeout_rows=True)
     np.testing.assert_array_equal(transitions.observations, OBSERVATIONS)
     np.testing.assert_array_equal(transitions.next_observations, NEXT_OBSERVATIONS)
     np.testing.assert_array_equal(transitions.terminals, TERMINALS)
@@ -252,7 +315,8 @@ def test_d4rl_file_with_next_observations_keeps_every_row(tmp_path: Path) -> Non
 
 def test_replay_buffer_holds_scaled_actions_and_timeouts_that_are_not_terminal(tmp_path: Path) -> None:
     env = AsymmetricBoxEnv()  # actions in [0, 2] x [-3, 5]
-    transitions = load_d4rl_hdf5(write_d4rl_file(tmp_path / "data.hdf5", next_observations=NEXT_OBSERVATIONS))
+    path = write_d4rl_file(tmp_path / "data.hdf5", next_observations=NEXT_OBSERVATIONS)
+    transitions = load_d4rl_hdf5(path, keep_timeout_rows=True)
     check_matches_env(transitions, env)
     buffer = fill_replay_buffer(transitions, env.observation_space, env.action_space, device="cpu")
     assert type(buffer) is ReplayBuffer and buffer.buffer_size == 6 and buffer.size() == 6 and buffer.full

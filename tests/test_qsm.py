@@ -211,7 +211,9 @@ def test_progress_schedule_stays_reachable_and_saved_schedules_load(tmp_path: An
     step_model.save(tmp_path / "steps.zip")
     reloaded = QSM.load(tmp_path / "steps.zip", env=AsymmetricBoxEnv())
     reloaded.learn(20, reset_num_timesteps=False)
-    assert reloaded.actor.optimizer.param_groups[0]["lr"] == pytest.approx(official_actor_rate(reloaded._n_updates - 1, 3e-4, 100))
+    assert reloaded.actor.optimizer.param_groups[0]["lr"] == pytest.approx(
+        official_actor_rate(reloaded._n_updates - 1, 3e-4, 100)
+    )
 
 
 @pytest.mark.parametrize(

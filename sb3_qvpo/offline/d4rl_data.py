@@ -3,11 +3,16 @@ Read a D4RL-layout HDF5 file into a :class:`TransitionSet`.
 
 The layout is one row per step, episodes one after another: ``observations``, ``actions``,
 ``rewards`` and ``terminals`` (required), ``timeouts`` (an episode cut by the time limit ends on
-this row) and ``next_observations`` (optional). Without ``next_observations``, step i's next
-observation is row i + 1, as in d4rl's ``qlearning_dataset``: a row whose successor is unknown is
-dropped, i.e. each timeout row (the next row starts another episode) and the file's last row.
-A terminal row keeps row i + 1 (its value is never bootstrapped); a row flagged both terminal and
-timeout counts as terminal (d4rl would drop it).
+this row) and ``next_observations`` (optional).
+
+By default the rows are those of d4rl's ``qlearning_dataset`` (``terminate_on_end=False``), so
+scores on D4RL data compare with published ones: every timeout row is dropped (also one flagged
+terminal, and also when the file has ``next_observations``), and so is the file's last row; a
+kept row's next observation is ``next_observations[i]`` or, without that key, row i + 1 (a
+terminal row's is never bootstrapped). ``keep_timeout_rows=True`` keeps every row whose next
+observation is known instead: with ``next_observations``, the timeout rows (as time-limit
+truncations, bootstrapped from their true next observation; a row flagged both counts as
+terminal) and the last row.
 """
 
 import os
@@ -49,14 +54,16 @@ def _episode_returns(rewards: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return sums
 
 
-def load_d4rl_hdf5(path: str | os.PathLike[str], max_episode_steps: int | None = None) -> TransitionSet:
+def load_d4rl_hdf5(
+    path: str | os.PathLike[str], max_episode_steps: int | None = None, keep_timeout_rows: bool = False
+) -> TransitionSet:
     """
     The transitions of a D4RL-layout HDF5 file (see the module docstring for which rows are kept).
 
-    ``max_episode_steps`` stands in for a missing ``timeouts`` key as in d4rl's ``qlearning_dataset``:
-    a non-terminal episode is taken to end after that many steps. With neither, only terminals end
-    episodes (a warning says so), and a time-limited episode's last step would get the next
-    episode's first observation as its successor.
+    ``max_episode_steps`` stands in for a missing ``timeouts`` key as in d4rl's ``qlearning_dataset``
+    (its step counter included, see :func:`_timeouts_from_episode_length`). With neither, only
+    terminals end episodes (a warning says so), and a time-limited episode's last step would get
+    the next episode's first observation as its successor.
     """
     path = Path(path)
     arrays = _read_arrays(path)
@@ -70,7 +77,7 @@ def load_d4rl_hdf5(path: str | os.PathLike[str], max_episode_steps: int | None =
     rewards = arrays["rewards"].reshape(n_rows)
     terminals = arrays["terminals"].reshape(n_rows).astype(bool)
     if "timeouts" in arrays:
-        timeouts = arrays["timeouts"].reshape(n_rows).astype(bool) & ~terminals
+        timeouts = arrays["timeouts"].reshape(n_rows).astype(bool)
     elif max_episode_steps is not None:
         timeouts = _timeouts_from_episode_length(terminals, max_episode_steps)
     else:
@@ -80,43 +87,42 @@ def load_d4rl_hdf5(path: str | os.PathLike[str], max_episode_steps: int | None =
         timeouts = np.zeros(n_rows, dtype=bool)
     episode_returns = _episode_returns(rewards, terminals | timeouts)
     observations = arrays["observations"]
-    if "next_observations" in arrays:
-        return TransitionSet(
-            observations=observations,
-            actions=arrays["actions"],
-            next_observations=arrays["next_observations"],
-            rewards=rewards,
-            terminals=terminals,
-            timeouts=timeouts,
-            episode_returns=episode_returns,
-            source=source,
-        )
-    # Row i's successor is row i + 1, unknown after a timeout row and after the last row.
-    keep = ~timeouts
-    keep[-1] = False
+    has_next = "next_observations" in arrays
+    if keep_timeout_rows and has_next:
+        keep = np.ones(n_rows, dtype=bool)
+    else:
+        keep = ~timeouts  # without next_observations a timeout row's successor is another episode's start
+        keep[-1] = False
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         raise ValueError(f"{source}: empty dataset, no row has a known next observation")
     return TransitionSet(
         observations=observations[rows],
         actions=arrays["actions"][rows],
-        next_observations=observations[rows + 1],
+        next_observations=arrays["next_observations"][rows] if has_next else observations[rows + 1],
         rewards=rewards[rows],
         terminals=terminals[rows],
-        timeouts=np.zeros(len(rows), dtype=bool),
+        timeouts=(timeouts & ~terminals)[rows],
         episode_returns=episode_returns,
         source=source,
     )
 
 
 def _timeouts_from_episode_length(terminals: np.ndarray, max_episode_steps: int) -> np.ndarray:
-    """d4rl's fallback: the step counter restarts after each terminal or timeout; step max_episode_steps - 1 is a timeout."""
+    """
+    d4rl's fallback, counter and all: a row is a timeout when the step counter equals
+    ``max_episode_steps - 1``; the counter goes back to 0 after a timeout row but to 1 after a
+    terminal row (``qlearning_dataset`` resets it and then counts the terminal row itself), so an
+    episode that follows a terminal is cut one step earlier than one that follows a timeout.
+    """
     if max_episode_steps < 1:
         raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
     timeouts = np.zeros(len(terminals), dtype=bool)
     episode_step = 0
     for row, terminal in enumerate(terminals):
-        if episode_step == max_episode_steps - 1 and not terminal:
+        if episode_step == max_episode_steps - 1:
             timeouts[row] = True
-        episode_step = 0 if terminal or timeouts[row] else episode_step + 1
+            episode_step = 0
+        else:
+            episode_step = 1 if terminal else episode_step + 1
     return timeouts
