@@ -1,6 +1,7 @@
 """
 How much of an offline DiffusionQL model's return comes from its action choice: the final models of
-``benchmarks/offline.py run`` evaluated again with three choices among the EMA actor's samples:
+``benchmarks/offline.py run`` evaluated again with three choices among the samples of the online
+actor (the one ``predict`` samples, as the official ``sample_action`` does; not the EMA actor):
 
 - the official one (50 samples, one drawn with probabilities softmax(min-Q)),
 - the highest min-Q of the 50 samples ("best"),
