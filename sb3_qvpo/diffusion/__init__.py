@@ -1,6 +1,7 @@
 """Diffusion machinery, independent of RL: schedules, noise network, reverse chains, denoising loss."""
 
 from sb3_qvpo.diffusion.fast_sampler import sample_actions_fast
+from sb3_qvpo.diffusion.guided_sampler import dsg_step, sample_actions_guided
 from sb3_qvpo.diffusion.noise_net import (
     LearnableFourierTimeEmbedding,
     NoisePredictionNet,
@@ -31,12 +32,14 @@ __all__ = [
     "SinusoidalTimeEmbedding",
     "add_noise",
     "denoising_errors",
+    "dsg_step",
     "get_reverse_process",
     "get_weight_init",
     "make_betas",
     "noise_actions",
     "sample_actions",
     "sample_actions_fast",
+    "sample_actions_guided",
     "truncated_normal_init",
     "xavier_uniform_init",
 ]
