@@ -138,3 +138,28 @@ class DiffusionActor(BasePolicy):
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         return self(observation)
+
+
+def weighted_denoising_loss(
+    actor: DiffusionActor,
+    actor_features: th.Tensor,
+    target_actions: th.Tensor,
+    weights: th.Tensor,
+    n_uniform: int,
+    entropy_coef: float,
+) -> th.Tensor:
+    """
+    QVPO's Q-weighted variational loss (paper eq. 6 and 10), which CGPO also uses (eq. 18-19):
+    the mean of ``weights`` times the denoising error of one target action per state, and of
+    ``entropy_coef * weights`` times that of ``n_uniform`` uniform actions in [-1, 1]^d per state
+    (the diffusion entropy regulariser). ``weights`` and targets are constants (no gradient).
+    """
+    train_actions, train_weights, train_features = target_actions, weights, actor_features
+    if n_uniform > 0:
+        n_states, action_dim = target_actions.shape
+        with th.no_grad():
+            uniform = 2.0 * th.rand((n_states * n_uniform, action_dim), device=target_actions.device) - 1.0
+        train_actions = th.cat([target_actions, uniform])
+        train_weights = th.cat([weights, entropy_coef * weights.repeat_interleave(n_uniform)])
+        train_features = th.cat([actor_features, actor_features.repeat_interleave(n_uniform, dim=0)])
+    return (train_weights * actor.denoising_errors(train_actions, train_features)).mean()

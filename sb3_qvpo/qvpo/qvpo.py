@@ -10,6 +10,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, ReplayBufferSamples
 
+from sb3_qvpo.common.actor import weighted_denoising_loss
 from sb3_qvpo.common.checks import check_count
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.common.schedules import LearningRate
@@ -297,22 +298,14 @@ class QVPO(DiffusionOffPolicyAlgorithm):
             sample_q = candidate_min_q(self.critic, critic_features, samples, n_samples, self.actor.fast_path)
             best_index, weights = best_sample_weights(sample_q, self.weight_transform, self.qcut_threshold)
             best_actions = samples.view(n_states, n_samples, -1)[th.arange(n_states, device=samples.device), best_index]
-            train_actions = best_actions
-            train_weights = weights
-            if n_uniform > 0:
-                uniform_actions = 2.0 * th.rand((n_states * n_uniform, best_actions.shape[1]), device=samples.device) - 1.0
-                train_actions = th.cat([best_actions, uniform_actions])
-                train_weights = th.cat([weights, entropy_coef * weights.repeat_interleave(n_uniform)])
-        train_features = actor_features
-        if n_uniform > 0:
-            train_features = th.cat([actor_features, actor_features.repeat_interleave(n_uniform, dim=0)])
-        errors = self.actor.denoising_errors(train_actions, train_features)
-        actor_loss = (train_weights * errors).mean()
+        actor_loss = weighted_denoising_loss(self.actor, actor_features, best_actions, weights, n_uniform, entropy_coef)
         self._optimize(self.actor.optimizer, actor_loss, self.actor.parameters())
         return {
             "actor_loss": actor_loss.detach(),
             "sample_q_mean": sample_q.mean(),
             "sample_q_best": sample_q.max(dim=1).values.mean(),
+            # Delta_Q of CGPO's eq. 9: best minus mean min-Q of the N_d candidates (its Figure 9)
+            "critic_contrast": (sample_q.max(dim=1).values - sample_q.mean(dim=1)).mean(),
             "weight_mean": weights.mean(),
             "positive_weight_fraction": (weights > 0).float().mean(),
         }
