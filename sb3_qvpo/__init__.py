@@ -1,10 +1,11 @@
 """
 sb3-qvpo: diffusion-policy actor-critics for Stable-Baselines3: QVPO, the paper's baselines QSM and
-DIPO, and Diffusion-QL (offline RL).
+DIPO, Diffusion-QL (offline RL) and CGPO, QVPO's successor.
 """
 
 import os
 
+from sb3_qvpo.cgpo import CGPO, CGPOPolicy
 from sb3_qvpo.diffusion_ql import DiffusionQL, DiffusionQLPolicy
 from sb3_qvpo.dipo import DIPO, DIPOPolicy
 from sb3_qvpo.qsm import QSM, QSMPolicy
@@ -14,9 +15,11 @@ with open(os.path.join(os.path.dirname(__file__), "version.txt")) as version_fil
     __version__ = version_file.read().strip()
 
 __all__ = [
+    "CGPO",
     "DIPO",
     "QSM",
     "QVPO",
+    "CGPOPolicy",
     "CnnPolicy",
     "DIPOPolicy",
     "DiffusionQL",
