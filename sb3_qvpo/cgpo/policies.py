@@ -23,6 +23,8 @@ from sb3_qvpo.diffusion import get_weight_init
 class ValueNetwork(BaseModel):
     """V_phi(s): an MLP on the observation's features, one value per row (eq. 16-17)."""
 
+    features_extractor: BaseFeaturesExtractor
+
     def __init__(
         self,
         observation_space: spaces.Space,
