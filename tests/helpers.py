@@ -86,12 +86,14 @@ class GoalDictEnv(gym.Env):
         return self._obs(), reward, False, self._t >= self.episode_length, {}
 
 
-# Tiny settings of the paper's baselines (QSM, DIPO) and of Diffusion-QL, as TINY_KWARGS for QVPO.
+# Tiny settings of the paper's baselines (QSM, DIPO), of Diffusion-QL and of CGPO, as TINY_KWARGS for QVPO.
 BASELINE_KWARGS: dict[str, dict[str, Any]] = {
     "QSM": dict(learning_starts=50, batch_size=32, buffer_size=2_000),
     "DIPO": dict(learning_starts=50, batch_size=32, buffer_size=2_000, action_gradient_steps=3),
     # The EMA actor starts following early enough for the short runs to exercise it.
     "DiffusionQL": dict(learning_starts=50, batch_size=32, buffer_size=2_000, ema_start_update=10),
+    # G within the tiny T = 5 below; a few uniform actions keep the entropy term in play.
+    "CGPO": dict(learning_starts=50, batch_size=32, buffer_size=2_000, n_guided_steps=3, n_uniform_samples=2),
 }
 BASELINE_POLICY_KWARGS: dict[str, Any] = dict(net_arch=[32, 32], n_diffusion_steps=5)
 

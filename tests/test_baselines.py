@@ -1,5 +1,5 @@
 """
-QSM, DIPO and DiffusionQL (here online, as for fine-tuning) are drop-in SB3 algorithms like QVPO:
+QSM, DIPO, DiffusionQL (here online, as for fine-tuning) and CGPO are drop-in SB3 algorithms like QVPO:
 Box and Dict observations, HER, VecEnvs, VecNormalize, save/load, exact resume, and the same clear
 errors for bad input.
 """
@@ -28,11 +28,11 @@ from test_resume import (
     scramble_rngs,
 )
 
-from sb3_qvpo import DIPO, QSM, QVPO, DiffusionQL
+from sb3_qvpo import CGPO, DIPO, QSM, QVPO, DiffusionQL
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.dipo import DictDiffusionMemoryReplayBuffer, DiffusionMemoryReplayBuffer, HerDiffusionMemoryReplayBuffer
 
-ALGORITHMS = {"QSM": QSM, "DIPO": DIPO, "DiffusionQL": DiffusionQL}
+ALGORITHMS = {"QSM": QSM, "DIPO": DIPO, "DiffusionQL": DiffusionQL, "CGPO": CGPO}
 NAMES = list(ALGORITHMS)
 
 
@@ -177,6 +177,13 @@ def test_resume_matches_uninterrupted_run(tmp_path: Path, name: str) -> None:
     assert resumed._n_updates == N_STEPS + M_STEPS - 50
     assert_same_model(resumed, reference)  # type: ignore[arg-type]
     assert_same_buffer(resumed, reference)  # type: ignore[arg-type]
+    if name == "CGPO":  # V_phi and its optimiser too
+        resumed_value = resumed.value_net.optimizer.state_dict()["state"]  # type: ignore[attr-defined]
+        reference_value = reference.value_net.optimizer.state_dict()["state"]  # type: ignore[attr-defined]
+        assert resumed_value.keys() == reference_value.keys() and len(resumed_value) > 0
+        for index, param_state in resumed_value.items():
+            for key, value in param_state.items():
+                assert th.equal(value, reference_value[index][key]), (index, key)
     if name == "DIPO":
         np.testing.assert_array_equal(resumed.replay_buffer.memory_actions, reference.replay_buffer.memory_actions)
         assert resumed._dipo_updates == reference._dipo_updates == N_STEPS + M_STEPS - 50
@@ -234,6 +241,14 @@ def test_rejects_bad_action_spaces(name: str, action_space: gym.spaces.Space, me
         ("DIPO", dict(policy_kwargs=dict(n_behavior_samples=0)), "n_behavior_samples"),
         ("DIPO", dict(policy_kwargs=dict(eval_noise_scale=-1.0)), "eval_noise_scale"),
         ("DIPO", dict(policy_kwargs=dict(n_diffusion_steps=0)), "n_diffusion_steps"),
+        ("CGPO", dict(n_guided_steps=6), r"n_guided_steps \(G\) must be in \[0, T=5\]"),
+        ("CGPO", dict(n_guided_steps=-1), "n_guided_steps"),
+        ("CGPO", dict(guidance_rate=1.5), r"guidance_rate \(rho\) must be in \[0, 1\]"),
+        ("CGPO", dict(guidance_rate=-0.1), "guidance_rate"),
+        ("CGPO", dict(n_target_samples=0), "n_target_samples"),
+        ("CGPO", dict(entropy_coef=float("nan")), "entropy_coef"),
+        ("CGPO", dict(policy_kwargs=dict(n_quantiles=5, top_quantiles_to_drop_per_net=5)), "must be below n_quantiles"),
+        ("CGPO", dict(policy_kwargs=dict(top_quantiles_to_drop_per_net=-1)), "top_quantiles_to_drop_per_net"),
         ("DiffusionQL", dict(eta=-1.0), "eta"),
         ("DiffusionQL", dict(eta=float("nan")), "eta"),
         ("DiffusionQL", dict(ema_decay=1.5), "ema_decay"),
@@ -285,9 +300,13 @@ def test_non_finite_transitions_are_refused(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("loader", "saver"), [(QSM, QVPO), (DIPO, QSM), (QVPO, DIPO), (DiffusionQL, QVPO), (QVPO, DiffusionQL)]
+    ("loader", "saver"),
+    [(QSM, QVPO), (DIPO, QSM), (QVPO, DIPO), (DiffusionQL, QVPO), (QVPO, DiffusionQL), (CGPO, QVPO), (QVPO, CGPO)],
 )
 def test_load_file_of_another_diffusion_algorithm(tmp_path: Path, loader: type, saver: type) -> None:
-    saver("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[8], n_diffusion_steps=2)).save(tmp_path / "other.zip")
+    extra = dict(n_guided_steps=1) if saver is CGPO else {}  # G <= T
+    saver("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(net_arch=[8], n_diffusion_steps=2), **extra).save(
+        tmp_path / "other.zip"
+    )
     with pytest.raises(TypeError, match="another algorithm"):
         loader.load(tmp_path / "other.zip")
