@@ -1,10 +1,10 @@
 """
-Learning curves of QVPO, QSM, DIPO, SAC and TD3 on the same tasks, budgets and seeds, trained with rl-zoo3.
+Learning curves of QVPO, QSM, DIPO, CGPO, SAC and TD3 on the same tasks, budgets and seeds, trained with rl-zoo3.
 
 Every run is one ``python -m sb3_qvpo.train`` call (rl-zoo3's train script with QVPO registered),
 evaluated every ``eval_freq`` steps on 10 episodes with each algorithm's own deterministic policy.
 SAC and TD3 take rl-zoo3's tuned hyper-parameters (the entry named in the scale's ``zoo_entries``:
-the zoo tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO, QSM and DIPO
+the zoo tunes Hopper-v4 and the Bullet inverted double pendulum, not their -v5 versions); QVPO, QSM, DIPO and CGPO
 take ``hyperparams/<algo>.yml``, with ``benchmarks/hyperparams/<algo>_cpu.yml`` replacing the entries
 whose paper settings a 2-core CPU cannot afford. The hyper-parameter files actually used are written
 next to the results.
@@ -17,7 +17,7 @@ and Humanoid (-v5), 1e6 steps, every algorithm at its ``hyperparams/<algo>.yml``
 paper's and official codes'; no CPU overrides), SAC and TD3 at rl-zoo3's tuned -v4 entries, on the
 GPU by default; results in ``benchmarks/results/learning_paper/``:
 
-    python benchmarks/learning.py --scale paper run --jobs 1     # 5 seeds x 5 algorithms x 5 tasks
+    python benchmarks/learning.py --scale paper run --jobs 1     # 5 seeds x 6 algorithms x 5 tasks
     python benchmarks/learning.py --scale paper report
 
 ``run`` skips runs whose evaluations are already saved, so it can be stopped and resumed.
@@ -42,7 +42,7 @@ BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results" / "learning"
 QVPO_CPU_CONF = BENCHMARKS_DIR / "hyperparams" / "qvpo_cpu.yml"
 # Ours (hyperparams/<algo>.yml + CPU overrides), then rl-zoo3's tuned baselines.
-OUR_ALGOS = ("qvpo", "qsm", "dipo")
+OUR_ALGOS = ("qvpo", "qsm", "dipo", "cgpo")
 ALGOS = (*OUR_ALGOS, "sac", "td3")
 
 
@@ -301,7 +301,7 @@ def report(scale: Scale) -> None:
 
     matplotlib.use("Agg")
     lines = [
-        "# Learning curves: QVPO vs QSM vs DIPO vs SAC vs TD3",
+        "# Learning curves: QVPO vs QSM vs DIPO vs CGPO vs SAC vs TD3",
         "",
         f"Written by `python benchmarks/learning.py --scale {scale.name} report` from the runs of "
         f"`python benchmarks/learning.py --scale {scale.name} run`.",

@@ -1,5 +1,5 @@
 """
-``--algo qsm``, ``--algo dipo`` and ``--algo diffusion_ql`` in rl-zoo3: files, registration, samplers
+``--algo qsm``, ``--algo dipo``, ``--algo diffusion_ql`` and ``--algo cgpo`` in rl-zoo3: files, registration, samplers
 and the command line, online and (Diffusion-QL) offline from a dataset.
 """
 
@@ -12,20 +12,23 @@ import optuna
 import pytest
 from test_zoo import ALL_ENVS, PAPER_ENVS, REPO_ROOT, run_zoo
 
-from sb3_qvpo import DIPO, QSM, DiffusionQL
+from sb3_qvpo import CGPO, DIPO, QSM, DiffusionQL
 from sb3_qvpo.zoo import (
     ZOO_ALGORITHMS,
     ZooExperimentManager,
+    convert_cgpo_params,
     convert_diffusion_ql_params,
     convert_dipo_params,
     convert_qsm_params,
     hyperparams_file,
     register,
+    sample_cgpo_params,
     sample_diffusion_ql_params,
     sample_dipo_params,
     sample_qsm_params,
 )
 from sb3_qvpo.zoo.samplers import (
+    CGPO_RAW_TO_KWARG,
     DIFFUSION_QL_RAW_TO_KWARG,
     DIPO_RAW_TO_KWARG,
     QSM_RAW_TO_KWARG,
@@ -37,18 +40,24 @@ BASELINES = {
     "qsm": (QSM, sample_qsm_params, convert_qsm_params),
     "dipo": (DIPO, sample_dipo_params, convert_dipo_params),
     "diffusion_ql": (DiffusionQL, sample_diffusion_ql_params, convert_diffusion_ql_params),
+    "cgpo": (CGPO, sample_cgpo_params, convert_cgpo_params),
 }
-RAW_TO_KWARGS = {"qsm": QSM_RAW_TO_KWARG, "dipo": DIPO_RAW_TO_KWARG, "diffusion_ql": DIFFUSION_QL_RAW_TO_KWARG}
+RAW_TO_KWARGS = {
+    "qsm": QSM_RAW_TO_KWARG,
+    "dipo": DIPO_RAW_TO_KWARG,
+    "diffusion_ql": DIFFUSION_QL_RAW_TO_KWARG,
+    "cgpo": CGPO_RAW_TO_KWARG,
+}
 
 
-@pytest.mark.parametrize("algo", ["qvpo", "qsm", "dipo", "diffusion_ql"])
+@pytest.mark.parametrize("algo", ["qvpo", "qsm", "dipo", "diffusion_ql", "cgpo"])
 def test_packaged_hyperparams_files_are_identical_to_the_checkout_ones(algo: str) -> None:
     packaged = REPO_ROOT / "sb3_qvpo" / "zoo" / "hyperparams" / f"{algo}.yml"
     canonical = REPO_ROOT / "hyperparams" / f"{algo}.yml"
     assert filecmp.cmp(canonical, packaged, shallow=False), f"cp hyperparams/{algo}.yml sb3_qvpo/zoo/hyperparams/"
 
 
-def test_register_adds_all_four() -> None:
+def test_register_adds_all_five() -> None:
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
     from rl_zoo3.utils import ALGOS
 
@@ -56,12 +65,12 @@ def test_register_adds_all_four() -> None:
     for algo, (algorithm, sampler, converter) in ZOO_ALGORITHMS.items():
         assert ALGOS[algo] is algorithm
         assert HYPERPARAMS_SAMPLER[algo] is sampler and HYPERPARAMS_CONVERTER[algo] is converter
-    assert {"qvpo", "qsm", "dipo", "diffusion_ql", "sac", "td3"} <= set(ALGOS)
+    assert {"qvpo", "qsm", "dipo", "diffusion_ql", "cgpo", "sac", "td3"} <= set(ALGOS)
 
 
 @pytest.mark.parametrize(
     ("algo", "env_id"),
-    [(algo, env_id) for algo in ("qsm", "dipo") for env_id in ALL_ENVS[:1] + ALL_ENVS[2:]]
+    [(algo, env_id) for algo in ("qsm", "dipo", "cgpo") for env_id in ALL_ENVS[:1] + ALL_ENVS[2:]]
     + [("diffusion_ql", env_id) for env_id in ("Pendulum-v1", "Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")],
 )
 def test_default_hyperparams_build_a_model(algo: str, env_id: str, tmp_path: Path) -> None:
@@ -93,6 +102,8 @@ def test_sampler_samples_valid_models_and_converts_back(algo: str) -> None:
         assert model.policy.actor.n_diffusion_steps == hyperparams["policy_kwargs"]["n_diffusion_steps"]
         if algo == "qsm":
             assert model.policy.exploration_noise == hyperparams["policy_kwargs"]["exploration_noise"]
+        if algo == "cgpo":
+            assert 0 < model.n_guided_steps <= model.policy.actor.n_diffusion_steps
         study.tell(trial, 0.0)
     # Pinned keys are not sampled.
     trial = study.ask()
@@ -109,6 +120,7 @@ def test_sampler_samples_valid_models_and_converts_back(algo: str) -> None:
     [
         ("qsm", ["policy_kwargs:dict(net_arch=[16,16])"]),
         ("dipo", ["action_gradient_steps:2", "policy_kwargs:dict(net_arch=[16,16],n_diffusion_steps=3)"]),
+        ("cgpo", ["n_guided_steps:2", "policy_kwargs:dict(net_arch=[16,16],n_diffusion_steps=3)"]),
     ],
 )
 def test_cli_train_then_enjoy(tmp_path: Path, algo: str, params: list[str]) -> None:

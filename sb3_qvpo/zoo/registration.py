@@ -5,7 +5,7 @@ their default hyper-parameter files.
 rl-zoo3 keeps three module-level dicts keyed by algorithm name: ``rl_zoo3.utils.ALGOS`` (also the
 ``--algo`` choices, read when ``train``/``enjoy`` build their parser), and
 ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``. :func:`register` adds
-``"qvpo"``, ``"qsm"``, ``"dipo"`` and ``"diffusion_ql"`` to each, next to the zoo's own algorithms
+``"qvpo"``, ``"qsm"``, ``"dipo"``, ``"diffusion_ql"`` and ``"cgpo"`` to each, next to the zoo's own algorithms
 (``diffusion_ql`` trains online there; offline, from a dataset, through ``python -m sb3_qvpo.offline.train``).
 """
 
@@ -16,16 +16,19 @@ from typing import Any
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
 
+from sb3_qvpo.cgpo import CGPO
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.diffusion_ql import DiffusionQL
 from sb3_qvpo.dipo import DIPO
 from sb3_qvpo.qsm import QSM
 from sb3_qvpo.qvpo import QVPO
 from sb3_qvpo.zoo.samplers import (
+    convert_cgpo_params,
     convert_diffusion_ql_params,
     convert_dipo_params,
     convert_qsm_params,
     convert_qvpo_params,
+    sample_cgpo_params,
     sample_diffusion_ql_params,
     sample_dipo_params,
     sample_qsm_params,
@@ -42,6 +45,7 @@ ZOO_ALGORITHMS: dict[
     "qsm": (QSM, sample_qsm_params, convert_qsm_params),
     "dipo": (DIPO, sample_dipo_params, convert_dipo_params),
     "diffusion_ql": (DiffusionQL, sample_diffusion_ql_params, convert_diffusion_ql_params),
+    "cgpo": (CGPO, sample_cgpo_params, convert_cgpo_params),
 }
 
 # The files' canonical copies are the checkout's top-level hyperparams/<algo>.yml; the package carries
@@ -63,7 +67,7 @@ def hyperparams_file(algo: str = ALGO_NAME) -> Path:
 
 
 def register() -> None:
-    """Add QVPO, QSM, DIPO and DiffusionQL to rl-zoo3's algorithm, sampler and converter tables (idempotent)."""
+    """Add QVPO, QSM, DIPO, DiffusionQL and CGPO to rl-zoo3's algorithm, sampler and converter tables (idempotent)."""
     for name, (algorithm, sampler, converter) in ZOO_ALGORITHMS.items():
         ALGOS[name] = algorithm
         HYPERPARAMS_SAMPLER[name] = sampler

@@ -293,3 +293,46 @@ def sample_diffusion_ql_params(
         raw["max_grad_norm"] = trial.suggest_categorical("max_grad_norm", [1.0, 2.0, 5.0, 9.0])
     _suggest_networks(trial, free, raw, [3, 5, 10])
     return _finish_sample(trial, convert_diffusion_ql_params(raw), context, additional_args)
+
+
+# --- CGPO: the shared ranges plus its guidance and entropy numbers --------------------------------
+
+CGPO_RAW_TO_KWARG = {
+    **SHARED_RAW_TO_KWARG,
+    "guidance_rate": "guidance_rate",
+    "n_guided_steps": "n_guided_steps",
+    "entropy_coef": "entropy_coef",
+    "n_target_samples": "n_target_samples",
+}
+
+
+def convert_cgpo_params(sampled_params: Mapping[str, Any]) -> dict[str, Any]:
+    """Raw Optuna parameters -> CGPO keyword arguments."""
+    return _convert_shared(dict(sampled_params))
+
+
+def sample_cgpo_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """
+    CGPO's sampler (rl-zoo3's signature): the shared learning rates, gamma, batch size, tau, network
+    size and T (10 or 20), plus rho (``guidance_rate``), G (``n_guided_steps``, capped at T),
+    lambda_ent (``entropy_coef``) and K_t (``n_target_samples``), the paper's parameter study
+    (rho 0.35 / 0.65 / 0.95, G 5 / 10 / 15 of T = 20) widened; pinned keys are left alone.
+    """
+    context = _CONTEXT.get() or SamplerContext()
+
+    def free(name: str) -> bool:
+        return CGPO_RAW_TO_KWARG[name] not in context.pinned
+
+    raw: dict[str, Any] = {}
+    _suggest_optimisation(trial, free, raw)
+    if free("guidance_rate"):  # rho
+        raw["guidance_rate"] = trial.suggest_float("guidance_rate", 0.3, 1.0)
+    if free("entropy_coef"):  # lambda_ent
+        raw["entropy_coef"] = trial.suggest_float("entropy_coef", 1e-3, 0.1, log=True)
+    if free("n_target_samples"):  # K_t
+        raw["n_target_samples"] = trial.suggest_categorical("n_target_samples", [1, 2, 4, 8])
+    _suggest_networks(trial, free, raw, [10, 20])
+    if free("n_guided_steps"):  # G, at most T (sampled, pinned, or CGPO's default 20)
+        n_steps = raw.get("n_diffusion_steps", context.policy_kwargs.get("n_diffusion_steps", 20))
+        raw["n_guided_steps"] = min(trial.suggest_categorical("n_guided_steps", [2, 5, 10, 15]), n_steps)
+    return _finish_sample(trial, convert_cgpo_params(raw), context, additional_args)
