@@ -1,6 +1,7 @@
 """
 Milliseconds per QVPO update and per action at the paper's settings: plain path, fast path, and
-(acting) the compiled acting path; the update at the small CPU settings; SAC beside them.
+(acting) the compiled acting path; the update at the small CPU settings; CGPO at its paper's
+settings (Tables 4-5) and SAC beside them.
 
 Settings: batch 256, N_d 64, N_e 10, T 20, K_b 4, K_t 1, 3x256 Mish, for Hopper-v5 sizes
 (obs 11, action 3) and Humanoid-v5 sizes (obs 348, action 17). SB3's SAC (default 2x256 ReLU,
@@ -27,7 +28,7 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
 
-from sb3_qvpo import QVPO
+from sb3_qvpo import CGPO, QVPO
 
 SIZES = {"Hopper-v5": (11, 3), "Humanoid-v5": (348, 17)}
 PAPER_SETTINGS: dict[str, Any] = dict(
@@ -153,6 +154,11 @@ def make_small_qvpo(env: gym.Env, device: str, seed: int) -> QVPO:
     )
 
 
+def make_cgpo(env: gym.Env, device: str, seed: int) -> CGPO:
+    """CGPO's defaults (its paper's Tables 4-5: 2x256 Mish, T 20, G 10, K_t 4, N_e 10, batch 256)."""
+    return CGPO("MlpPolicy", env, device=device, seed=seed, learning_starts=0, buffer_size=10_000)
+
+
 def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> dict[str, float]:
     obs_dim, action_dim = SIZES[name]
     env = SizedEnv(obs_dim, action_dim)
@@ -180,6 +186,11 @@ def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> di
     small = make_small_qvpo(env, args.device, args.seed)
     fill_buffer(small, obs_dim, action_dim)
     row["small_update_ms"] = time_per_call(lambda: small.train(1, 128), max(args.updates, 20), device, warmup=1)
+    cgpo = make_cgpo(env, args.device, args.seed)
+    fill_buffer(cgpo, obs_dim, action_dim)
+    row["cgpo_update_ms"] = time_per_call(lambda: cgpo.train(1, 256), args.updates, device, warmup=1)
+    row["cgpo_action_ms"] = time_per_call(lambda: cgpo.predict(single_obs, deterministic=False), args.actions, device)
+    row["cgpo_eval_ms"] = time_per_call(lambda: cgpo.predict(single_obs, deterministic=True), args.actions, device)
     sac = SAC("MlpPolicy", env, device=args.device, seed=args.seed, batch_size=256, learning_starts=0, buffer_size=10_000)
     fill_buffer(sac, obs_dim, action_dim)
     row["sac_update_ms"] = time_per_call(lambda: sac.train(1, 256), max(args.updates, 20), device)
@@ -228,6 +239,22 @@ def render(rows: dict[str, dict[str, float]], args: argparse.Namespace, device: 
             f"| {row['action_matmul_floor_ms']:.2f} | {row['plain_eval_ms']:.2f} | {row['fast_eval_ms']:.2f} "
             f"| {row['compiled_eval_ms']:.2f} | {row['eval_matmul_floor_ms']:.2f} "
             f"| {row['sac_action_ms']:.3f} | {row['sac_eval_ms']:.3f} |"
+        )
+    lines += [
+        "",
+        "CGPO at its paper's settings (Tables 4-5: 2x256 Mish, T 20, G 10 guided steps, K_t 4, N_e 10, batch 256,",
+        "2 TQC critics of 25 quantiles), in the same run: one guided chain per state replaces QVPO's N_d = 64",
+        "candidates; acting is eager (best by Qhat of 4 / 32 unguided samples).",
+        "",
+        "| task sizes | CGPO ms/update | QVPO fast ms/update | CGPO / QVPO | SAC ms/update | CGPO / SAC "
+        "| CGPO K_b=4 | CGPO best of 32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {row['cgpo_update_ms']:.1f} | {row['fast_update_ms']:.1f} "
+            f"| {row['cgpo_update_ms'] / row['fast_update_ms']:.2f} | {row['sac_update_ms']:.2f} "
+            f"| {row['cgpo_update_ms'] / row['sac_update_ms']:.1f} | {row['cgpo_action_ms']:.2f} | {row['cgpo_eval_ms']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
