@@ -1,6 +1,6 @@
 """
 The paper's Figure 2: QVPO's diffusion policy on a continuous bandit with three reward peaks, and
-the same experiment for the paper's diffusion baselines QSM and DIPO.
+the same experiment for the paper's diffusion baselines QSM and DIPO and for CGPO.
 
 Each run trains QVPO on ``MultiPeakBanditEnv`` (w = 1.5, sigma = 0.1, centres (-1.35, 0.65),
 (-0.65, 1.35), (-1.61, 1.61); actions in [-2.5, 2.5]^2) and, at several points of training, draws
@@ -13,6 +13,7 @@ official T = 5, vp, M_q = 50) and DIPO (T = 20) with the same networks, batch an
     python examples/bandit_multimodality.py --seeds 0 1 2 --settings QSM DIPO --figure figure2_baselines.png
     python examples/bandit_multimodality.py --seeds 0 1 2 --settings DIPO "DIPO, accumulate, truncated init" \
         --figure figure2_dipo_memory.png
+    python examples/bandit_multimodality.py --seeds 0 1 2 --settings CGPO --figure figure2_cgpo.png
 
 write ``benchmarks/results/bandit/<figure>`` (first seed) and ``bandit.md`` / ``bandit.json`` (per
 seed and snapshot: mean reward of the samples and the share of samples on each peak); rows of
@@ -29,7 +30,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_qvpo import DIPO, QSM, QVPO
+from sb3_qvpo import CGPO, DIPO, QSM, QVPO
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 from sb3_qvpo.envs import MultiPeakBanditEnv
 
@@ -53,6 +54,8 @@ SETTINGS: dict[str, dict[str, int | str | bool]] = {
     "DIPO, accumulate, truncated init": dict(
         algo="dipo", n_diffusion_steps=20, accumulate_improved_actions=True, weight_init="truncated_normal"
     ),
+    # CGPO at T = 20 with its paper's G = 10 guided steps and N_e = 10 uniform actions
+    "CGPO": dict(algo="cgpo", n_diffusion_steps=20),
 }
 
 
@@ -83,7 +86,7 @@ class PolicySnapshots(BaseCallback):
 
 
 def make_model(setting: dict[str, int | str | bool], env: MultiPeakBanditEnv, seed: int) -> DiffusionOffPolicyAlgorithm:
-    """QVPO (the default) or, with ``algo``, QSM / DIPO at their own defaults, all with the same sizes and rates."""
+    """QVPO (the default) or, with ``algo``, QSM / DIPO / CGPO at their own defaults, all with the same sizes and rates."""
     common: dict = dict(
         learning_starts=RANDOM_STEPS,
         batch_size=128,
@@ -97,6 +100,8 @@ def make_model(setting: dict[str, int | str | bool], env: MultiPeakBanditEnv, se
     algo = setting.get("algo", "qvpo")
     if algo == "qsm":
         return QSM("MlpPolicy", env, **common)
+    if algo == "cgpo":
+        return CGPO("MlpPolicy", env, **common)
     if algo == "dipo":
         accumulate = bool(setting.get("accumulate_improved_actions", False))
         return DIPO("MlpPolicy", env, accumulate_improved_actions=accumulate, **common)
