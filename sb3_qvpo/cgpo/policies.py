@@ -118,11 +118,7 @@ class CGPOPolicy(DiffusionPolicy):
 
     def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> QuantileCritic:  # type: ignore[override]
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        critic = QuantileCritic(**critic_kwargs, n_quantiles=self.n_quantiles)
-        init = get_weight_init(self.weight_init)
-        for q_net in critic.q_networks:
-            q_net.apply(init)
-        return critic.to(self.device)
+        return self.initialised_critic(QuantileCritic(**critic_kwargs, n_quantiles=self.n_quantiles))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

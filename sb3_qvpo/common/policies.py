@@ -289,7 +289,10 @@ class DiffusionPolicy(BasePolicy):
 
     def make_critic(self, features_extractor: BaseFeaturesExtractor | None = None) -> ContinuousCritic:
         critic_kwargs = self._update_features_extractor(self.critic_kwargs, features_extractor)
-        critic = ContinuousCritic(**critic_kwargs)
+        return self.initialised_critic(ContinuousCritic(**critic_kwargs))
+
+    def initialised_critic(self, critic: Any) -> Any:
+        """``critic`` (any critic with ``q_networks``) with ``weight_init`` applied to each Q network, on the device."""
         init = get_weight_init(self.weight_init)
         for q_net in critic.q_networks:
             q_net.apply(init)
