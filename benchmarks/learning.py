@@ -148,6 +148,11 @@ class Run:
     def wall_time_path(self) -> Path:
         return self.results_dir / self.task / f"{self.name}_seed{self.seed}.json"
 
+    @property
+    def contrast_path(self) -> Path:
+        """Where ``train/critic_contrast`` (CGPO's eq. 9 Delta_Q) of the run is kept, if it logs one."""
+        return self.results_dir / self.task / "critic_contrast" / f"{self.name}_seed{self.seed}.npz"
+
 
 def write_zoo_conf(algo: str, scale: Scale) -> Path:
     """Copy rl-zoo3's tuned entries under the task names we run, so the zoo reads exactly them."""
@@ -206,6 +211,7 @@ def train(run: Run, scale: Scale, conf: Path, log_root: Path, device: str) -> st
         "-n", str(budget), "--seed", str(run.seed),
         "--eval-freq", str(eval_freq), "--eval-episodes", "10", "--n-eval-envs", "1",
         "--num-threads", "1", "--device", device, "-f", str(log_folder), "--verbose", "0",
+        "--tensorboard-log", str(log_folder / "tensorboard"),
         *variant_params(run, conf),
     ]  # fmt: skip
     start = time.perf_counter()
@@ -217,8 +223,29 @@ def train(run: Run, scale: Scale, conf: Path, log_root: Path, device: str) -> st
     run.evaluations_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(evaluations, run.evaluations_path)
     run.wall_time_path.write_text(json.dumps({"wall_seconds": wall_seconds, "command": " ".join(command[1:])}))
+    save_logged_scalar(log_folder / "tensorboard", CONTRAST_KEY, run.contrast_path)
     final = np.load(run.evaluations_path)["results"][-1].mean()
     return f"{run.task} {run.name} seed {run.seed}: final eval {final:.1f}, {wall_seconds:.0f} s"
+
+
+CONTRAST_KEY = "train/critic_contrast"
+
+
+def save_logged_scalar(tensorboard_folder: Path, key: str, path: Path) -> None:
+    """Steps and values of one logged scalar of a run's tensorboard events, saved if the run logged it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps, values = [], []
+    for events in sorted(tensorboard_folder.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        if key in accumulator.Tags()["scalars"]:
+            scalars = accumulator.Scalars(key)
+            steps += [scalar.step for scalar in scalars]
+            values += [scalar.value for scalar in scalars]
+    if steps:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, timesteps=np.asarray(steps), values=np.asarray(values))
 
 
 def run_all(
@@ -296,6 +323,48 @@ def plot_and_tabulate(scale: Scale, task: str, names: list[str], figure_path: Pa
     return rows
 
 
+def plot_contrast(scale: Scale, task: str, figure_path: Path) -> list[str]:
+    """
+    Figure 9 of CGPO's paper on our runs: ``train/critic_contrast`` against steps, mean ± std over
+    seeds (each seed's logged values averaged in 20 equal windows of the run), for the algorithms
+    that log it; returns lines saying what was drawn.
+    """
+    import matplotlib.pyplot as plt
+
+    budget = scale.budgets[task][0]
+    edges = np.linspace(0, budget, 21)
+    centres = (edges[:-1] + edges[1:]) / 2
+    figure, axis = plt.subplots(figsize=(6, 4))
+    lines = []
+    folder = scale.results_dir / task / "critic_contrast"
+    names = sorted({path.name.rsplit("_seed", 1)[0] for path in folder.glob("*_seed*.npz")})
+    for name in names:
+        paths = sorted(folder.glob(f"{name}_seed*.npz"))
+        windows = np.full((len(paths), 20), np.nan)
+        for row, path in enumerate(paths):
+            logged = np.load(path)
+            window = np.clip(np.digitize(logged["timesteps"], edges) - 1, 0, 19)
+            for index in np.unique(window):
+                windows[row, index] = logged["values"][window == index].mean()
+        updated = ~np.isnan(windows).all(axis=0)  # no updates before learning_starts
+        mean, std = np.nanmean(windows[:, updated], axis=0), np.nanstd(windows[:, updated], axis=0)
+        axis.plot(centres[updated], mean, label=f"{name.upper()} ({len(paths)} seeds)")
+        axis.fill_between(centres[updated], mean - std, mean + std, alpha=0.25)
+        lines.append(
+            f"| {task} | {name.upper()} | {len(paths)} | {mean[0]:.3g} | {mean[len(mean) // 2]:.3g} | {mean[-1]:.3g} |"
+        )
+    if lines:
+        axis.set_title(f"{task}: critic contrast Delta_Q")
+        axis.set_xlabel("environment steps")
+        axis.set_ylabel("Q(target) - mean Q(samples)")
+        axis.legend()
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        figure.savefig(figure_path, dpi=100)
+    plt.close(figure)
+    return lines
+
+
 def report(scale: Scale) -> None:
     import matplotlib
 
@@ -336,6 +405,20 @@ def report(scale: Scale) -> None:
             if task in tasks:
                 figure_path = scale.results_dir / f"{task}_{algo}_variants.png"
                 lines += plot_and_tabulate(scale, task, variant_names[algo], figure_path, reference=algo)
+    contrast_rows = [
+        row for task in scale.budgets for row in plot_contrast(scale, task, scale.results_dir / f"{task}_critic_contrast.png")
+    ]
+    if contrast_rows:
+        lines += [
+            "",
+            f"Critic contrast (`{CONTRAST_KEY}`, CGPO's eq. 9 and Figure 9): QVPO's is the best minus the mean",
+            "Q of its N_d candidates, CGPO's the Qhat of the guided target minus that of an unguided sample,",
+            "averaged in 20 equal windows of each run, then mean over seeds (figures <task>_critic_contrast.png).",
+            "",
+            "| task | algorithm | seeds | first window with updates | middle one | last window |",
+            "|---|---|---|---|---|---|",
+            *contrast_rows,
+        ]
     scale.results_dir.mkdir(parents=True, exist_ok=True)
     (scale.results_dir / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
