@@ -21,7 +21,7 @@ from sb3_qvpo.common.critic import q_values_per_network
 from sb3_qvpo.common.policies import choose_candidates
 from sb3_qvpo.diffusion_ql.diffusion_ql import normalised_q_loss
 from sb3_qvpo.envs import MultiPeakBanditEnv
-from sb3_qvpo.offline import TransitionSet, collect_random, load_minari
+from sb3_qvpo.offline import TransitionSet, collect_random, load_d4rl_hdf5, load_minari
 
 
 def make(env: Any = None, **overrides: Any) -> DiffusionQL:
@@ -260,13 +260,21 @@ def test_load_dataset_from_minari_and_d4rl_then_offline_then_online(tmp_path: Pa
     model.learn(60)
     assert buffer.size() == 460 and model._n_updates == 5 + 10  # 50 random steps first, then one update per step
 
-    # The same transitions written as a D4RL file (with next_observations) load the same buffer.
+    # The same transitions written as a D4RL file (with next_observations): by default d4rl's
+    # qlearning_dataset rows, i.e. without the two episodes' last (timeout) rows; with
+    # keep_timeout_rows=True the same buffer as the Minari dataset's.
     path = tmp_path / "pendulum.hdf5"
     with h5py.File(path, "w") as file:
         for key in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
             file[key] = getattr(transitions, key)
+    assert np.flatnonzero(transitions.timeouts).tolist() == [199, 399]
     other = DiffusionQL("MlpPolicy", "Pendulum-v1", **baseline_kwargs("DiffusionQL"))
     other.load_dataset(path, buffer_size=0)
+    assert other.replay_buffer.buffer_size == 398 and other.replay_buffer.full
+    kept = np.r_[0:199, 200:399]
+    np.testing.assert_array_equal(other.replay_buffer.actions[:, 0], buffer.actions[kept, 0])
+    np.testing.assert_array_equal(other.replay_buffer.dones[:, 0], buffer.dones[kept, 0])
+    other.load_dataset(load_d4rl_hdf5(path, keep_timeout_rows=True), buffer_size=0)
     assert other.replay_buffer.buffer_size == 400 and other.replay_buffer.full
     np.testing.assert_array_equal(other.replay_buffer.actions[:, 0], buffer.actions[:400, 0])
     np.testing.assert_array_equal(other.replay_buffer.dones[:, 0], buffer.dones[:400, 0])
