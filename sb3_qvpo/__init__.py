@@ -8,6 +8,7 @@ import os
 from sb3_qvpo.cgpo import CGPO, CGPOPolicy
 from sb3_qvpo.diffusion_ql import DiffusionQL, DiffusionQLPolicy
 from sb3_qvpo.dipo import DIPO, DIPOPolicy
+from sb3_qvpo.export import export_onnx
 from sb3_qvpo.qsm import QSM, QSMPolicy
 from sb3_qvpo.qvpo import QVPO, CnnPolicy, MlpPolicy, MultiInputPolicy, QVPOPolicy
 
@@ -29,4 +30,5 @@ __all__ = [
     "QSMPolicy",
     "QVPOPolicy",
     "__version__",
+    "export_onnx",
 ]

@@ -139,10 +139,17 @@ class CGPOPolicy(DiffusionPolicy):
         candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale)
         if n_samples == 1:
             return candidates
-        critic = self.critic_target if self.score_with_target_critic else self.critic
+        critic = self.acting_critic()
         critic_features = critic.extract_features(observation, critic.features_extractor)
-        q_values = candidate_q_hat(critic, critic_features, candidates, n_samples, self.top_quantiles_to_drop_per_net)
+        q_values = self.score_candidates(critic, critic_features, candidates, n_samples)
         return pick_candidates(candidates, q_values, self.action_selection, generator)[0]
+
+    def score_candidates(
+        self, critic: Any, critic_features: th.Tensor, candidates: th.Tensor, n_samples: int, fast_path: bool = True
+    ) -> th.Tensor:
+        """Qhat (eq. 14) of ``n_samples`` candidates per state, (n_states, n_samples); one path, fast or not."""
+        assert isinstance(critic, QuantileCritic)
+        return candidate_q_hat(critic, critic_features, candidates, n_samples, self.top_quantiles_to_drop_per_net)
 
     def set_training_mode(self, mode: bool) -> None:
         if self.training != mode or self.value_net.training != mode:

@@ -361,7 +361,7 @@ class DiffusionPolicy(BasePolicy):
         :func:`select_actions` with this policy's critic (or target critic) and selection rule; the
         same actions through the compiled acting path once it is on (see ``compile_acting_after``).
         """
-        critic = self.critic_target if self.score_with_target_critic else self.critic
+        critic = self.acting_critic()
         actor = self.actor
         actor_features = actor.extract_features(observation, actor.features_extractor)
         if n_samples == 1:
@@ -371,13 +371,24 @@ class DiffusionPolicy(BasePolicy):
         compiled = self.compiled_acting(actor, critic, actor_features, critic_features, n_samples, generator, noise_scale)
         if compiled is None:
             candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale)
-            q_values = candidate_min_q(critic, critic_features, candidates, n_samples, actor.fast_path)
+            q_values = self.score_candidates(critic, critic_features, candidates, n_samples, actor.fast_path)
             return pick_candidates(candidates, q_values, self.action_selection, generator)[0]
         compiled_candidates, compiled_q_values, best = compiled
         if self.action_selection == "best" and best is not None:
             return best
         assert compiled_q_values is not None
         return pick_candidates(compiled_candidates, compiled_q_values, self.action_selection, generator)[0]
+
+    def acting_critic(self) -> Any:
+        """The critic whose values choose among ``predict``'s candidates (the target critic for Diffusion-QL)."""
+        return self.critic_target if self.score_with_target_critic else self.critic
+
+    def score_candidates(
+        self, critic: Any, critic_features: th.Tensor, candidates: th.Tensor, n_samples: int, fast_path: bool = True
+    ) -> th.Tensor:
+        """The values by which acting chooses among ``n_samples`` candidates per state: min-Q, (n_states, n_samples)."""
+        assert isinstance(critic, ContinuousCritic)
+        return candidate_min_q(critic, critic_features, candidates, n_samples, fast_path)
 
     def set_training_mode(self, mode: bool) -> None:
         # SB3 calls this at every predict: walking every submodule costs more than a compiled action.

@@ -17,7 +17,14 @@ from sb3_qvpo.diffusion.reverse import (
     ReverseProcess,
     get_reverse_process,
 )
-from sb3_qvpo.diffusion.sampler import add_noise, denoising_errors, noise_actions, sample_actions
+from sb3_qvpo.diffusion.sampler import (
+    add_noise,
+    denoising_errors,
+    draw_chain_noise,
+    noise_actions,
+    reverse_chain_from_draws,
+    sample_actions,
+)
 from sb3_qvpo.diffusion.schedules import BETA_SCHEDULES, DiffusionSchedule, make_betas
 
 __all__ = [
@@ -32,11 +39,13 @@ __all__ = [
     "SinusoidalTimeEmbedding",
     "add_noise",
     "denoising_errors",
+    "draw_chain_noise",
     "dsg_step",
     "get_reverse_process",
     "get_weight_init",
     "make_betas",
     "noise_actions",
+    "reverse_chain_from_draws",
     "sample_actions",
     "sample_actions_fast",
     "sample_actions_guided",

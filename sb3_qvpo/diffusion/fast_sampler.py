@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from sb3_qvpo.diffusion.fast_ops import LayerRunner, run_layers_, split_linear_by_inputs, state_chunks
 from sb3_qvpo.diffusion.noise_net import NoisePredictionNet
 from sb3_qvpo.diffusion.reverse import POSTERIOR_X0_CLIPPED, ReverseProcess
+from sb3_qvpo.diffusion.sampler import draw_chain_noise
 from sb3_qvpo.diffusion.schedules import DiffusionSchedule
 
 # Rows per chunk of the CPU fast path: 2048 x 256 float32 activations (2 MiB) stay in cache (fastest of 256..4096 measured).
@@ -21,16 +22,6 @@ SMALL_BATCH_ROWS = 256
 def default_chunk_rows(device: th.device) -> int | None:
     """CPU: rows per chunk whose activations stay in cache; GPU: no chunking (it wants big batches)."""
     return None if device.type == "cuda" else CPU_CHUNK_ROWS
-
-
-def draw_chain_noise(
-    shape: tuple[int, int], n_steps: int, generator: th.Generator | None, device: th.device, dtype: th.dtype
-) -> list[th.Tensor]:
-    """
-    The chain's random draws in the reference sampler's order: the starting x_T, then the noise of
-    steps T-1 .. 1 (one draw per step, the last step's never used), each of ``shape``.
-    """
-    return [th.randn(shape, device=device, dtype=dtype, generator=generator) for _ in range(n_steps)]
 
 
 @th.no_grad()

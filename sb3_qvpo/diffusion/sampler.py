@@ -1,10 +1,22 @@
 """DDPM sampling (the reverse chain, reference implementation) and the denoising loss, for actions in [-1, 1]."""
 
+from collections.abc import Sequence
+
 import torch as th
 
 from sb3_qvpo.diffusion.noise_net import NoisePredictionNet
 from sb3_qvpo.diffusion.reverse import POSTERIOR_X0_CLIPPED, ReverseProcess
 from sb3_qvpo.diffusion.schedules import DiffusionSchedule
+
+
+def draw_chain_noise(
+    shape: tuple[int, int], n_steps: int, generator: th.Generator | None, device: th.device, dtype: th.dtype
+) -> list[th.Tensor]:
+    """
+    The chain's random draws in the order the reverse chain takes them: the starting x_T, then the
+    noise of steps T-1 .. 1, each of ``shape``.
+    """
+    return [th.randn(shape, device=device, dtype=dtype, generator=generator) for _ in range(n_steps)]
 
 
 def sample_actions(
@@ -27,12 +39,27 @@ def sample_actions(
     """
     if n_per_state > 1:
         features = features.repeat_interleave(n_per_state, dim=0)
-    n_rows = features.shape[0]
-    shape = (n_rows, noise_net.action_dim)
-    x = th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)
+    shape = (features.shape[0], noise_net.action_dim)
+    draws = draw_chain_noise(shape, schedule.n_steps, generator, features.device, features.dtype)
+    return reverse_chain_from_draws(noise_net, schedule, features, draws, process, noise_scale)
+
+
+def reverse_chain_from_draws(
+    noise_net: NoisePredictionNet,
+    schedule: DiffusionSchedule,
+    features: th.Tensor,
+    draws: Sequence[th.Tensor] | th.Tensor,
+    process: ReverseProcess = POSTERIOR_X0_CLIPPED,
+    noise_scale: float = 1.0,
+) -> th.Tensor:
+    """
+    The reverse chain of :func:`sample_actions` for one row of ``features`` per sample, its random
+    draws given (:func:`draw_chain_noise`'s order): also what an exported graph computes.
+    """
     steps = th.arange(schedule.n_steps, device=features.device)
     coefficients = schedule.reverse_steps(process.variance, noise_scale)
-    for t in reversed(range(schedule.n_steps)):
+    x = draws[0]
+    for draw_index, t in enumerate(reversed(range(schedule.n_steps)), start=1):
         recip, recipm1, coef_x0, coef_xt, std = coefficients[t]
         eps = noise_net(x, noise_net.embed_time(steps[t : t + 1]), features)
         x0 = recip * x - recipm1 * eps
@@ -40,10 +67,10 @@ def sample_actions(
             x0 = x0.clamp(-1.0, 1.0)
         x = coef_x0 * x0 + coef_xt * x
         if t > 0:
-            x = x + std * th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)
+            x = x + std * draws[draw_index]
         if process.clip_xt:
             x = x.clamp(-1.0, 1.0)
-    return x.clamp_(-1.0, 1.0)
+    return x.clamp(-1.0, 1.0)
 
 
 def add_noise(schedule: DiffusionSchedule, x0: th.Tensor, t: th.Tensor, noise: th.Tensor) -> th.Tensor:
