@@ -1,10 +1,13 @@
-.PHONY: test demo lint format
+.PHONY: test demo docs lint format
 
 test:
 	bash scripts/test.sh
 
 demo:
 	bash scripts/demo.sh
+
+docs:
+	bash scripts/docs.sh
 
 lint:
 	.venv/bin/ruff check sb3_qvpo tests examples benchmarks && .venv/bin/mypy sb3_qvpo

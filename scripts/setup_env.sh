@@ -15,4 +15,4 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 if ! python -c "import torch" 2>/dev/null; then
     pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-pip install -q -e ".[tests,zoo,postgres,export]"
+pip install -q -e ".[tests,zoo,postgres,export,docs]"

@@ -9,4 +9,5 @@ bash scripts/ci_services.sh
 ruff check sb3_qvpo tests examples benchmarks
 ruff format --check sb3_qvpo tests examples benchmarks
 mypy sb3_qvpo
+bash scripts/docs.sh
 CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES-}" python -m pytest -n 2 --durations=15 "$@"

@@ -25,7 +25,7 @@ from sb3_qvpo.diffusion_ql.policies import CnnPolicy, DiffusionQLPolicy, MlpPoli
 
 def normalised_q_loss(q_values: th.Tensor, numerator: int) -> th.Tensor:
     """
-    Diffusion-QL's policy-improvement term: -mean Q_k(s, a0) / mean |Q_j(s, a0)| with the
+    Diffusion-QL's policy-improvement term: ``-mean Q_k(s, a0) / mean |Q_j(s, a0)|`` with the
     denominator detached, for the pair (k, j) = (``numerator``, the other of two critics)
     (``Diffusion_QL.train``: ``q_loss = - q1_new_action.mean() / q2_new_action.abs().mean().detach()``,
     or with q1 and q2 swapped). ``q_values``: shape (batch, 2).
@@ -46,7 +46,7 @@ class DiffusionQL(DiffusionOffPolicyAlgorithm):
       of the EMA actor (``max_q_backup``: 10 samples, the max over samples of each target critic,
       then the min of the two), gradient norm clipped;
     - actor: L = L_bc + eta * L_q, with L_bc the epsilon-prediction error at a uniform step and
-      L_q = -Q_k(s, a0) / |Q_j(s, a0)| (:func:`normalised_q_loss`; k drawn with probability 1/2),
+      ``L_q = -Q_k(s, a0) / |Q_j(s, a0)|`` (:func:`normalised_q_loss`; k drawn with probability 1/2),
       a0 a reverse-chain sample *with* gradients;
     - targets: the critics' by Polyak averaging every update, the actor's EMA (decay 0.995) every
       5 updates from update 1,000 on (before that the EMA actor is the initial actor).
