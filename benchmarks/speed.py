@@ -1,7 +1,7 @@
 """
 Milliseconds per QVPO update and per action at the paper's settings: plain path, fast path, and
-(acting) the compiled acting path; the update at the small CPU settings; CGPO at its paper's
-settings (Tables 4-5) and SAC beside them.
+(acting) the compiled acting path and the ONNX export run by onnxruntime; the update at the small
+CPU settings; CGPO at its paper's settings (Tables 4-5) and SAC beside them.
 
 Settings: batch 256, N_d 64, N_e 10, T 20, K_b 4, K_t 1, 3x256 Mish, for Hopper-v5 sizes
 (obs 11, action 3) and Humanoid-v5 sizes (obs 348, action 17). SB3's SAC (default 2x256 ReLU,
@@ -159,6 +159,37 @@ def make_cgpo(env: gym.Env, device: str, seed: int) -> CGPO:
     return CGPO("MlpPolicy", env, device=device, seed=seed, learning_starts=0, buffer_size=10_000)
 
 
+def onnx_acting_ms(model: QVPO, single_obs: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    """
+    The same policy exported to ONNX (sb3_qvpo.export_onnx) and run by onnxruntime's CPU provider
+    with as many threads as torch: K_b = 4 with its noise drawn by numpy at each call (as a runtime
+    without torch would), and best of 32 with its fixed noise baked in.
+    """
+    import tempfile
+
+    from sb3_qvpo import export_onnx
+    from sb3_qvpo.export import OnnxPolicy, acting_noise
+
+    with tempfile.TemporaryDirectory() as folder:
+        export_onnx(model, f"{folder}/stochastic.onnx", deterministic=False)
+        export_onnx(model, f"{folder}/deterministic.onnx", deterministic=True)
+        stochastic = OnnxPolicy(f"{folder}/stochastic.onnx", threads=args.threads)
+        deterministic = OnnxPolicy(f"{folder}/deterministic.onnx", threads=args.threads)
+    shapes = acting_noise(model.policy, 1, deterministic=False).shapes
+    rng = np.random.default_rng(args.seed)
+    obs = single_obs.astype(np.float32)
+
+    def act() -> np.ndarray:
+        noise = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
+        return stochastic.predict(obs, noise)
+
+    cpu = th.device("cpu")
+    return {
+        "onnx_action_ms": time_per_call(act, args.actions, cpu),
+        "onnx_eval_ms": time_per_call(lambda: deterministic.predict(obs), args.actions, cpu),
+    }
+
+
 def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> dict[str, float]:
     obs_dim, action_dim = SIZES[name]
     env = SizedEnv(obs_dim, action_dim)
@@ -183,6 +214,7 @@ def benchmark_task(name: str, args: argparse.Namespace, device: th.device) -> di
         compiled.predict(single_obs, deterministic=deterministic)
     row["compiled_action_ms"] = time_per_call(lambda: compiled.predict(single_obs, deterministic=False), args.actions, device)
     row["compiled_eval_ms"] = time_per_call(lambda: compiled.predict(single_obs, deterministic=True), args.actions, device)
+    row.update(onnx_acting_ms(compiled, single_obs, args))
     small = make_small_qvpo(env, args.device, args.seed)
     fill_buffer(small, obs_dim, action_dim)
     row["small_update_ms"] = time_per_call(lambda: small.train(1, 128), max(args.updates, 20), device, warmup=1)
@@ -226,18 +258,22 @@ def render(rows: dict[str, dict[str, float]], args: argparse.Namespace, device: 
         "Acting through SB3's public `predict` on one observation (ms per call): K_b = 4 candidates "
         "(`deterministic=False`) and 32 (`deterministic=True`, what EvalCallback uses), with the plain "
         "reference modules, the eager fast path, and the compiled acting path (`compile_acting_after=0`, "
-        "compiled before timing); matmul floor = the chain's and the critic's matrix products alone at "
+        "compiled before timing), the same policy exported to ONNX and run by onnxruntime (CPU provider, as many "
+        "threads as torch; K_b = 4 drawing its noise with numpy at each call, best of 32 with its fixed noise baked "
+        "in); matmul floor = the chain's and the critic's matrix products alone at "
         "those row counts (T x every Linear of the noise network + the twin critic's), timed in the same run.",
         "",
-        "| task sizes | plain K_b=4 | fast K_b=4 | compiled K_b=4 | matmul floor 4 rows | plain best of 32 "
-        "| fast best of 32 | compiled best of 32 | matmul floor 32 rows | SAC predict | SAC predict deterministic |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task sizes | plain K_b=4 | fast K_b=4 | compiled K_b=4 | onnxruntime K_b=4 | matmul floor 4 rows "
+        "| plain best of 32 | fast best of 32 | compiled best of 32 | onnxruntime best of 32 | matmul floor 32 rows "
+        "| SAC predict | SAC predict deterministic |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         lines.append(
             f"| {name} | {row['plain_action_ms']:.2f} | {row['fast_action_ms']:.2f} | {row['compiled_action_ms']:.2f} "
-            f"| {row['action_matmul_floor_ms']:.2f} | {row['plain_eval_ms']:.2f} | {row['fast_eval_ms']:.2f} "
-            f"| {row['compiled_eval_ms']:.2f} | {row['eval_matmul_floor_ms']:.2f} "
+            f"| {row['onnx_action_ms']:.2f} | {row['action_matmul_floor_ms']:.2f} | {row['plain_eval_ms']:.2f} "
+            f"| {row['fast_eval_ms']:.2f} | {row['compiled_eval_ms']:.2f} | {row['onnx_eval_ms']:.2f} "
+            f"| {row['eval_matmul_floor_ms']:.2f} "
             f"| {row['sac_action_ms']:.3f} | {row['sac_eval_ms']:.3f} |"
         )
     lines += [
