@@ -6,6 +6,7 @@ to eager acting when compiling fails. Networks are tiny and T small so each comp
 
 import copy
 import logging
+import threading
 import warnings
 
 import gymnasium as gym
@@ -28,12 +29,14 @@ def make_pair(
     env: gym.Env | str = "Pendulum-v1",
     compile_after: int = 0,
     policy: str = "MlpPolicy",
+    background: bool = False,
     **policy_kwargs,
 ) -> tuple[DiffusionOffPolicyAlgorithm, DiffusionOffPolicyAlgorithm]:
-    """An eager model and a compiled one with the same weights."""
+    """An eager model and a compiled one with the same weights (compiling in the calling thread by default)."""
     kwargs = dict(SMALL, **policy_kwargs)
     eager = algorithm(policy, env, buffer_size=100, seed=0, policy_kwargs=dict(kwargs, compile_acting_after=None))
-    compiled = algorithm(policy, env, buffer_size=100, seed=0, policy_kwargs=dict(kwargs, compile_acting_after=compile_after))
+    compiled_kwargs = dict(kwargs, compile_acting_after=compile_after, compile_in_background=background)
+    compiled = algorithm(policy, env, buffer_size=100, seed=0, policy_kwargs=compiled_kwargs)
     compiled.policy.load_state_dict(eager.policy.state_dict())
     return eager, compiled
 
@@ -168,10 +171,72 @@ def test_compile_acting_after_is_checked_saved_and_not_pickled(tmp_path) -> None
     model.save(tmp_path / "model")
     loaded = QVPO.load(tmp_path / "model")
     assert loaded.policy.compile_acting_after == loaded.policy.compiled_acting.compile_after == 7
-    # Default for files saved before the option existed, and for new models.
-    assert QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10).policy.compile_acting_after == 10_000
+    # Default for files saved before the option existed, and for new models: 1,000 calls, then
+    # compiled in the background.
+    default = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10).policy
+    assert default.compile_acting_after == 1_000 and default.compiled_acting.background
+    with pytest.raises(ValueError, match="compile_in_background"):
+        QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_in_background="yes"))
     model.policy.compiled_acting.calls[("key",)] = 3
     assert copy.deepcopy(model.policy).compiled_acting.calls == {}
+
+
+def test_background_compiling_never_makes_a_call_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The compiler is held at a gate: every call made meanwhile acts eagerly at once, with the eager
+    # model's exact draws (starting the compilation drew nothing); once it is done, calls go compiled.
+    gate = threading.Event()
+    compiled_calls: list[str] = []
+    real_compile = compiled_acting.compile_sample_and_score
+
+    def gated(device_type: str):
+        function = real_compile(device_type)
+
+        def call(*args, **kwargs):
+            compiled_calls.append(threading.current_thread().name)
+            assert gate.wait(120), "the test never opened the gate"
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(compiled_acting, "compile_sample_and_score", gated)
+    eager, compiled = make_pair(QVPO, background=True)
+    obs = np.stack([compiled.observation_space.sample() for _ in range(2)])
+    acting = compiled.policy.compiled_acting
+    for _ in range(3):
+        for deterministic in (True, False):
+            expected, actions = predict_both(eager, compiled, obs, deterministic)
+            np.testing.assert_array_equal(actions, expected)
+    assert not acting.compiled_keys and len(acting._compiling) == 2  # two batch sizes, each compiling once
+    assert all(name.startswith("sb3_qvpo-compile") for name in compiled_calls)
+    gate.set()
+    assert acting.wait(timeout=300)
+    assert len(acting.compiled_keys) == 2 and not acting.failed_keys
+    graphs_before = dict(th._dynamo.utils.counters["stats"])
+    for deterministic in (True, False):
+        expected, actions = predict_both(eager, compiled, obs, deterministic)
+        np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)
+    assert compiled_calls.count(threading.main_thread().name) == 2  # the compiled path served both ...
+    assert dict(th._dynamo.utils.counters["stats"]) == graphs_before  # ... with what the thread compiled
+
+
+def test_a_failed_background_compilation_leaves_acting_eager(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
+    def no_compiler(device_type: str):
+        def fail(*args, **kwargs):
+            raise RuntimeError("no C++ compiler here")
+
+        return fail
+
+    monkeypatch.setattr(compiled_acting, "compile_sample_and_score", no_compiler)
+    eager, compiled = make_pair(QVPO, background=True)
+    obs = compiled.observation_space.sample()
+    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
+        predict_both(eager, compiled, obs, deterministic=True)
+        assert compiled.policy.compiled_acting.wait(timeout=60)
+    assert "acting stays eager" in caplog.text and compiled.policy.compiled_acting.failed_keys
+    for _ in range(2):
+        expected, actions = predict_both(eager, compiled, obs, deterministic=True)
+        np.testing.assert_array_equal(actions, expected)
+    assert len(compiled.policy.compiled_acting._compiling) == 1  # not tried again
 
 
 @pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")

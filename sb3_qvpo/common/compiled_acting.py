@@ -6,13 +6,16 @@ Eager acting on a few rows is bound by per-operation overhead (a dozen small ope
 denoising step), not by arithmetic; compiled, each step is a few fused kernels around the hidden
 layers' matrix products. Compiling costs seconds per batch size, so a policy compiles a batch size
 only once it has acted on it ``compile_after`` times (a long run, a deployed controller, a long
-evaluation), and acts eagerly before. Weights are inputs, re-packed when training changes them, so
-updates never recompile. Where compiling fails (no C++ compiler, an unsupported platform), a
-warning is logged and that batch size acts eagerly; the actions are the same either way, up to the
-order of floating-point operations.
+evaluation), and acts eagerly before. By default the compiling happens in a background thread,
+on example inputs of the right shapes, while the caller goes on acting eagerly; the calls after
+it has finished take the compiled path (no call waits for the compiler). Weights are inputs,
+re-packed when training changes them, so updates never recompile. Where compiling fails (no C++
+compiler, an unsupported platform), a warning is logged and that batch size acts eagerly; the
+actions are the same either way, up to the order of floating-point operations.
 """
 
 import logging
+import threading
 import time
 import types
 import warnings
@@ -163,6 +166,11 @@ def restore_random_state(generator: th.Generator | None, device: th.device, stat
 ActingFunction = Callable[..., tuple[th.Tensor, th.Tensor | None, th.Tensor | None]]
 
 
+def chain_draws(draws: list[th.Tensor]) -> tuple[th.Tensor, th.Tensor]:
+    """The chain's draws as :func:`sample_and_score` takes them: x_T, and the steps' noise stacked."""
+    return draws[0], th.stack(draws[1:]) if len(draws) > 1 else draws[0][None, :0]
+
+
 def compile_sample_and_score(device_type: str) -> ActingFunction:
     """
     :func:`sample_and_score` compiled for a device type, as a copy of its own: torch.compile keeps
@@ -238,26 +246,38 @@ class CompiledActing:
 
     :param compile_after: act eagerly on a batch size this many times before compiling it (0: at
         once); None: never compile
+    :param background: compile in a background thread while the calls go on acting eagerly
+        (False: the call that reaches ``compile_after`` compiles and waits)
     """
 
-    def __init__(self, compile_after: int | None) -> None:
+    def __init__(self, compile_after: int | None, background: bool = True) -> None:
         if compile_after is not None and (
             isinstance(compile_after, bool) or not isinstance(compile_after, Integral) or compile_after < 0
         ):
             raise ValueError(f"compile_acting_after must be an integer >= 0 or None, got {compile_after!r}")
+        if not isinstance(background, bool):
+            raise ValueError(f"compile_in_background must be a bool, got {background!r}")
         self.compile_after = compile_after
+        self.background = background
         self.calls: dict[tuple, int] = {}
         self.compiled_keys: set[tuple] = set()
         self.failed_keys: set[tuple] = set()
         self._functions: dict[str, ActingFunction] = {}
         self._plans: dict[tuple, ActingPlan | None] = {}
+        self._compiling: dict[tuple, threading.Thread] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled or deep-copied (a policy copy): the counts and caches start afresh."""
-        return {"compile_after": self.compile_after}
+        return {"compile_after": self.compile_after, "background": self.background}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["compile_after"])  # type: ignore[misc]
+        self.__init__(state["compile_after"], state.get("background", True))  # type: ignore[misc]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background compilations under way; True if none is left running."""
+        for thread in list(self._compiling.values()):
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._compiling.values())
 
     def __call__(
         self,
@@ -298,31 +318,40 @@ class CompiledActing:
             scoring = Scoring(critic_features, flat, shapes, plan.n_critics, plan.critic_activation)
         chain_flat, chain_shapes = plan.chain.get()
         compiling = key not in self.compiled_keys
-        rng_state = random_state(generator, device) if compiling else None
-        draws = draw_chain_noise((n_rows, actor.action_dim), plan.coefficients.shape[0], generator, device, dtype)
-        noise = th.stack(draws[1:]) if len(draws) > 1 else draws[0][None, :0]
-        arguments = (
-            draws[0],
-            noise,
-            actor_features,
-            n_per_state,
-            chain_flat,
-            chain_shapes,
-            plan.coefficients,
-            plan.clip_x0,
-            plan.clip_xt,
-            plan.actor_activation,
-            scoring,
-        )
         if device.type not in self._functions:
             self._functions[device.type] = compile_sample_and_score(device.type)
         function = self._functions[device.type]
+        n_draws = plan.coefficients.shape[0]
+        weights = (actor_features, n_per_state, chain_flat, chain_shapes, plan.coefficients, plan.clip_x0, plan.clip_xt)
+        if compiling and self.background:
+            if key not in self._compiling:  # zeros for the draws: the callers' random streams stay untouched
+                example = chain_draws([th.zeros((n_rows, actor.action_dim), device=device, dtype=dtype)] * n_draws)
+                arguments = (*example, *weights, plan.actor_activation, scoring)
+                self._compile_in_background(n_rows, key, function, arguments)
+            return None
+        rng_state = random_state(generator, device) if compiling else None
+        draws = chain_draws(draw_chain_noise((n_rows, actor.action_dim), n_draws, generator, device, dtype))
+        arguments = (*draws, *weights, plan.actor_activation, scoring)
         if not compiling:
             return function(*arguments)
         result = self._compile_and_call(n_rows, key, function, arguments)
         if result is None:  # the eager path draws the same numbers again
             restore_random_state(generator, device, rng_state)
         return result
+
+    def _compile_in_background(self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple) -> None:
+        """
+        Compile one batch size in a daemon thread (under no_grad, as acting calls run, so the
+        compiled graph's guards match them); :meth:`_compile_and_call` marks it compiled or failed.
+        """
+
+        def compile_now() -> None:
+            with th.no_grad():
+                self._compile_and_call(n_rows, key, function, arguments)
+
+        thread = threading.Thread(target=compile_now, name=f"sb3_qvpo-compile-{n_rows}-rows", daemon=True)
+        self._compiling[key] = thread
+        thread.start()
 
     def _compile_and_call(
         self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple

@@ -140,6 +140,9 @@ class DiffusionPolicy(BasePolicy):
         batch size, it samples and scores through one compiled function
         (:mod:`sb3_qvpo.common.compiled_acting`; seconds to compile, then several times less
         overhead per call); 0 compiles at the first call, None never
+    :param compile_in_background: compile in a background thread while acting goes on eagerly,
+        switching to the compiled path once it is ready (False: the call that reaches
+        ``compile_acting_after`` waits for the compiler)
     """
 
     actor: DiffusionActor
@@ -179,7 +182,8 @@ class DiffusionPolicy(BasePolicy):
         use_actor_target: bool = True,
         action_selection: str = "best",
         score_with_target_critic: bool = False,
-        compile_acting_after: int | None = 10_000,
+        compile_acting_after: int | None = 1_000,
+        compile_in_background: bool = True,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"eps": 1e-5}
@@ -232,7 +236,8 @@ class DiffusionPolicy(BasePolicy):
         self.action_selection = action_selection
         self.score_with_target_critic = score_with_target_critic
         self.compile_acting_after = compile_acting_after
-        self.compiled_acting = CompiledActing(compile_acting_after)
+        self.compile_in_background = compile_in_background
+        self.compiled_acting = CompiledActing(compile_acting_after, compile_in_background)
         self.actor_kwargs = {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
@@ -330,6 +335,7 @@ class DiffusionPolicy(BasePolicy):
                 action_selection=self.action_selection,
                 score_with_target_critic=self.score_with_target_critic,
                 compile_acting_after=self.compile_acting_after,
+                compile_in_background=self.compile_in_background,
             )
         )
         return data
