@@ -219,13 +219,43 @@ def train(run: Run, scale: Scale, conf: Path, log_root: Path, device: str) -> st
     wall_seconds = time.perf_counter() - start
     if completed.returncode != 0:
         return f"FAILED {run}: {completed.stderr[-2000:]}"
+    return store_results(run, log_folder, {"wall_seconds": wall_seconds, "command": " ".join(command[1:])})
+
+
+def store_results(run: Run, log_folder: Path, wall_time: dict) -> str:
+    """Copy a finished run's evaluations (and its logged critic contrast) from its zoo log folder to the results."""
     (evaluations,) = log_folder.glob(f"{run.algo}/{run.task}_*/evaluations.npz")
     run.evaluations_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(evaluations, run.evaluations_path)
-    run.wall_time_path.write_text(json.dumps({"wall_seconds": wall_seconds, "command": " ".join(command[1:])}))
+    run.wall_time_path.write_text(json.dumps(wall_time))
     save_logged_scalar(log_folder / "tensorboard", CONTRAST_KEY, run.contrast_path)
     final = np.load(run.evaluations_path)["results"][-1].mean()
-    return f"{run.task} {run.name} seed {run.seed}: final eval {final:.1f}, {wall_seconds:.0f} s"
+    return f"{run.task} {run.name} seed {run.seed}: final eval {final:.1f}, {wall_time['wall_seconds']:.0f} s"
+
+
+def collect_finished(scale: Scale, tasks: list[str], algos: list[str], seeds: list[int], log_root: Path) -> None:
+    """
+    Store the runs that finished training without ``run`` storing them (its process was stopped
+    while the training processes went on): those whose final model is saved. Their wall time is
+    from the start written in the run's Monitor file to the final model's modification time.
+    """
+    for task in tasks:
+        for algo in algos:
+            for seed in seeds:
+                run = Run(task, algo, seed, scale.results_dir)
+                log_folder = log_root / scale.name / task / f"{run.name}_seed{seed}"
+                finals = list(log_folder.glob(f"{algo}/{task}_*/{task}.zip"))
+                if run.evaluations_path.exists() or len(finals) != 1:
+                    continue
+                (monitor,) = finals[0].parent.glob("*monitor.csv")
+                started = json.loads(monitor.read_text().split("\n", 1)[0].lstrip("#"))["t_start"]
+                (command_file,) = finals[0].parent.glob(f"{task}/command.txt")
+                wall_time = {
+                    "wall_seconds": finals[0].stat().st_mtime - started,
+                    "command": command_file.read_text().strip(),
+                    "note": "stored by `learning.py collect`: wall time from the Monitor's start to the final model",
+                }
+                print(store_results(run, log_folder, wall_time), flush=True)
 
 
 CONTRAST_KEY = "train/critic_contrast"
@@ -439,10 +469,20 @@ def main() -> None:
         "--variants", nargs="+", choices=list(VARIANTS), default=None, help="variants of ours instead of --algos"
     )
     commands.add_parser("report", help="plots and table from the saved evaluations")
+    collect_parser = commands.add_parser("collect", help="store finished runs that `run` did not store (it was stopped)")
+    collect_parser.add_argument("--tasks", nargs="+", default=None)
+    collect_parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    collect_parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    collect_parser.add_argument("--log-folder", type=Path, default=Path("logs/learning"))
     args = parser.parse_args()
     scale = SCALES[args.scale]
     if args.command == "report":
         report(scale)
+        return
+    if args.command == "collect":
+        collect_finished(
+            scale, args.tasks or list(scale.budgets), args.algos, args.seeds or list(scale.seeds), args.log_folder
+        )
         return
     tasks = args.tasks or list(scale.budgets)
     if unknown := sorted(set(tasks) - set(scale.budgets)):

@@ -14,11 +14,13 @@ compiler, an unsupported platform), a warning is logged and that batch size acts
 actions are the same either way, up to the order of floating-point operations.
 """
 
+import atexit
 import logging
 import threading
 import time
 import types
 import warnings
+import weakref
 from collections.abc import Callable
 from numbers import Integral
 from typing import Any, NamedTuple
@@ -164,6 +166,24 @@ def restore_random_state(generator: th.Generator | None, device: th.device, stat
 
 
 ActingFunction = Callable[..., tuple[th.Tensor, th.Tensor | None, th.Tensor | None]]
+
+# Background compilations under way (weakly held: finished threads drop out).
+BACKGROUND_COMPILES: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+_exiting = False
+
+
+@atexit.register
+def finish_background_compiles() -> None:
+    """
+    At interpreter exit, wait for the background compilations under way: cutting torch's compiler
+    off at shutdown aborts the process. (Registered after torch's own exit handlers, so it runs
+    before them, while the compiler's workers still exist.) A compilation the exit overtakes fails
+    quietly; the process has stopped acting anyway.
+    """
+    global _exiting
+    _exiting = True
+    for thread in list(BACKGROUND_COMPILES):
+        thread.join()
 
 
 def chain_draws(draws: list[th.Tensor]) -> tuple[th.Tensor, th.Tensor]:
@@ -341,8 +361,9 @@ class CompiledActing:
 
     def _compile_in_background(self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple) -> None:
         """
-        Compile one batch size in a daemon thread (under no_grad, as acting calls run, so the
-        compiled graph's guards match them); :meth:`_compile_and_call` marks it compiled or failed.
+        Compile one batch size in a thread (under no_grad, as acting calls run, so the compiled
+        graph's guards match them); :meth:`_compile_and_call` marks it compiled or failed. A
+        process that ends while it compiles waits for it (:func:`finish_background_compiles`).
         """
 
         def compile_now() -> None:
@@ -350,6 +371,7 @@ class CompiledActing:
                 self._compile_and_call(n_rows, key, function, arguments)
 
         thread = threading.Thread(target=compile_now, name=f"sb3_qvpo-compile-{n_rows}-rows", daemon=True)
+        BACKGROUND_COMPILES.add(thread)
         self._compiling[key] = thread
         thread.start()
 
@@ -369,7 +391,8 @@ class CompiledActing:
                 result = function(*arguments)
         except Exception as error:  # the platform's toolchain, or torch.compile's limits
             self.failed_keys.add(key)
-            logger.warning("Compiling the acting path for %d rows failed (%r); acting stays eager", n_rows, error)
+            log = logger.debug if _exiting else logger.warning
+            log("Compiling the acting path for %d rows failed (%r); acting stays eager", n_rows, error)
             return None
         self.compiled_keys.add(key)
         logger.info("Compiled acting for %d rows in %.1f s", n_rows, time.perf_counter() - start)

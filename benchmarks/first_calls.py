@@ -1,0 +1,146 @@
+"""
+How fast acting is from the first call: the compiled acting path as it was before 0.2 (compiled
+in the calling thread after 10,000 calls of a batch size) against the default since (compiled in a
+background thread after 1,000 calls while acting goes on eagerly) and against a background compile
+from the first call (``compile_acting_after=0``).
+
+Three measurements, each configuration in a fresh process with an empty inductor cache (so every
+one pays its own compile), one torch thread:
+
+- ``pendulum``: wall time of the first 20,000 steps of a Pendulum-v1 run at the small settings of
+  ``hyperparams/qvpo.yml`` (training included);
+- ``evaluate``: wall time of ``evaluate_policy`` over 10 episodes of 1,000 steps with Hopper-v5's
+  sizes (11 observations, 3 actions) and the paper's policy (3x256, T 20, best of 32);
+- ``latency``: per-call latency of the first 1,000 ``predict(deterministic=True)`` calls of that policy.
+
+``warm``: the default configuration once more, reusing its inductor cache (a second run).
+
+    python benchmarks/first_calls.py --rounds 1        # writes benchmarks/results/first_calls_cpu.md
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = {
+    "before 0.2 (10,000 calls, in the calling thread)": dict(compile_acting_after=10_000, compile_in_background=False),
+    "default (1,000 calls, in the background)": dict(compile_acting_after=1_000, compile_in_background=True),
+    "from the first call, in the background": dict(compile_acting_after=0, compile_in_background=True),
+}
+MEASUREMENTS = ("pendulum", "evaluate", "latency")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def measure(measurement: str, config: dict, seed: int, scale: float = 1.0) -> dict:
+    """Runs in a child process: one measurement of one configuration."""
+    import numpy as np
+    import torch as th
+    import yaml
+    from gymnasium.wrappers import TimeLimit
+    from speed import SizedEnv
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from sb3_qvpo import QVPO
+
+    th.set_num_threads(1)
+    if measurement == "pendulum":
+        entry = yaml.safe_load((Path(__file__).resolve().parent.parent / "hyperparams" / "qvpo.yml").read_text())[
+            "Pendulum-v1"
+        ]
+        kwargs = {key: value for key, value in entry.items() if key not in ("n_timesteps", "policy", "policy_kwargs")}
+        policy_kwargs = eval(entry.get("policy_kwargs", "dict()"))  # the zoo's convention: a Python expression
+        model = QVPO("MlpPolicy", "Pendulum-v1", seed=seed, device="cpu", policy_kwargs={**policy_kwargs, **config}, **kwargs)
+        start = time.perf_counter()
+        model.learn(int(20_000 * scale))
+        return {"seconds": time.perf_counter() - start}
+    env = TimeLimit(SizedEnv(11, 3), max_episode_steps=int(1_000 * scale))  # Hopper-v5's sizes
+    model = QVPO("MlpPolicy", env, seed=seed, device="cpu", buffer_size=1_000, policy_kwargs=config)
+    if measurement == "evaluate":
+        start = time.perf_counter()
+        evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)
+        return {"seconds": time.perf_counter() - start}
+    obs = env.observation_space.sample()
+    latencies = []
+    for _ in range(int(1_000 * scale)):
+        start = time.perf_counter()
+        model.predict(obs, deterministic=True)
+        latencies.append(time.perf_counter() - start)
+    ms = np.asarray(latencies) * 1e3
+    return {
+        "mean_ms": float(ms.mean()),
+        "median_ms": float(np.median(ms)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+        "last_100_mean_ms": float(ms[-len(ms) // 10 :].mean()),
+    }
+
+
+def run_child(measurement: str, config_name: str, seed: int, cache_dir: str, scale: float) -> dict:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, __file__, "--child", measurement, config_name, str(seed), str(scale)]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent)
+    if completed.returncode != 0:
+        raise RuntimeError(completed.stderr[-3000:])
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def render(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -> str:
+    lines = [
+        f"Command: `python benchmarks/first_calls.py --rounds {args.rounds}`; one torch thread, each run a fresh process",
+        "with an empty inductor cache except the warm rows (the default once more, its cache kept); mean over rounds",
+        "(in each round the configurations run one after the other).",
+        "",
+        "| configuration | Pendulum-v1, first 20,000 steps (s) | evaluate_policy, 10 x 1,000 steps, Hopper sizes (s) "
+        "| first 1,000 predict calls: mean / median / p99 / max ms | last 100 of them, mean ms |",
+        "|---|---|---|---|---|",
+    ]
+    for name, by_measurement in results.items():
+        pendulum = sum(r["seconds"] for r in by_measurement["pendulum"]) / len(by_measurement["pendulum"])
+        evaluate = sum(r["seconds"] for r in by_measurement["evaluate"]) / len(by_measurement["evaluate"])
+        latency = {
+            key: sum(r[key] for r in by_measurement["latency"]) / len(by_measurement["latency"])
+            for key in by_measurement["latency"][0]
+        }
+        lines.append(
+            f"| {name} | {pendulum:.1f} | {evaluate:.1f} | {latency['mean_ms']:.2f} / {latency['median_ms']:.2f} / "
+            f"{latency['p99_ms']:.2f} / {latency['max_ms']:.1f} | {latency['last_100_mean_ms']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        measurement, config_name, seed, scale = sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+        config = CONFIGS[config_name.removesuffix(", warm cache")]
+        print(json.dumps(measure(measurement, config, seed, scale)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--measurements", nargs="+", default=list(MEASUREMENTS), choices=MEASUREMENTS)
+    parser.add_argument("--output", type=Path, default=RESULTS / "first_calls_cpu.md")
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (a rehearsal; writes nothing)")
+    args = parser.parse_args()
+    names = [*CONFIGS, f"{list(CONFIGS)[1]}, warm cache"]
+    results: dict[str, dict[str, list[dict]]] = {name: {m: [] for m in MEASUREMENTS} for name in names}
+    for _ in range(args.rounds):
+        for measurement in args.measurements:
+            with tempfile.TemporaryDirectory() as root:
+                for index, name in enumerate(names):
+                    # The warm row reuses the default's cache folder, filled by its run just before.
+                    cache = os.path.join(root, str(1 if name.endswith("warm cache") else index))
+                    results[name][measurement].append(run_child(measurement, name, args.seed, cache, args.scale))
+                    print(name, measurement, results[name][measurement][-1], flush=True)
+    table = render({name: r for name, r in results.items() if all(r[m] for m in MEASUREMENTS)}, args)
+    print(table)
+    if args.scale == 1.0 and all(results[name][m] for name in names for m in MEASUREMENTS):
+        args.output.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
