@@ -157,9 +157,9 @@ class FiniteLossWatch(BaseCallback):
 
 
 def test_rewards_of_scale_1e4_stay_finite() -> None:
-    n_steps = 5_000
+    n_steps = 2_500
     env = make_vec_env("Pendulum-v1", n_envs=1, seed=0, wrapper_class=ScaledReward, wrapper_kwargs=dict(scale=1e4))
-    model = QVPO("MlpPolicy", env, seed=0, **tiny_kwargs(buffer_size=5_000, n_eval_samples=4))
+    model = QVPO("MlpPolicy", env, seed=0, **tiny_kwargs(buffer_size=2_500, n_eval_samples=4))
     watch = FiniteLossWatch()
     model.learn(n_steps, callback=watch, log_interval=None)  # type: ignore[arg-type]
     assert model._n_updates == n_steps - 50
