@@ -33,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -342,15 +343,20 @@ def plot_and_tabulate(scale: Scale, task: str, names: list[str], figure_path: Pa
             f"| {np.mean(walls):.0f} |"
         )
     if rows:
-        axis.set_title(task)
-        axis.set_xlabel("environment steps")
-        axis.set_ylabel("evaluation return (10 episodes)")
-        axis.legend()
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(figure_path, dpi=100)
+        save_figure(figure, axis, task, "evaluation return (10 episodes)", figure_path)
     plt.close(figure)
     return rows
+
+
+def save_figure(figure: Any, axis: Any, title: str, ylabel: str, path: Path) -> None:
+    """Title, labels, legend and grid of one curve figure, saved."""
+    axis.set_title(title)
+    axis.set_xlabel("environment steps")
+    axis.set_ylabel(ylabel)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
 
 
 def plot_contrast(scale: Scale, task: str, figure_path: Path) -> list[str]:
@@ -384,13 +390,7 @@ def plot_contrast(scale: Scale, task: str, figure_path: Path) -> list[str]:
             f"| {task} | {name.upper()} | {len(paths)} | {mean[0]:.3g} | {mean[len(mean) // 2]:.3g} | {mean[-1]:.3g} |"
         )
     if lines:
-        axis.set_title(f"{task}: critic contrast Delta_Q")
-        axis.set_xlabel("environment steps")
-        axis.set_ylabel("Q(target) - mean Q(samples)")
-        axis.legend()
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        figure.savefig(figure_path, dpi=100)
+        save_figure(figure, axis, f"{task}: critic contrast Delta_Q", "Q(target) - mean Q(samples)", figure_path)
     plt.close(figure)
     return lines
 
