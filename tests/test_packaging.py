@@ -49,7 +49,9 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_from_outside_the_checkout(t
     target = tmp_path / "venv"
     venv.create(target, with_pip=False)
     python = target / "bin" / "python"
-    site_packages = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).strip())
+    site_packages = Path(
+        run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).strip()
+    )
     (site_packages / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site_packages), str(wheel)], cwd=tmp_path)
 
