@@ -229,8 +229,12 @@ def test_a_file_saved_before_the_option_keeps_accumulating_as_it_did() -> None:
     model.set_random_seed(1)
     model.learn(50, reset_num_timesteps=False)
     continued = reference["continued"]
-    assert np.float64(buffer.memory_actions[: buffer.pos]).sum() == pytest.approx(continued["memory_sum"], rel=1e-9)
-    assert np.float64(buffer.actions[: buffer.pos]).sum() == pytest.approx(continued["actions_sum"], rel=1e-9)
+    # To 1e-5, not bitwise: the reference was made in an earlier session, and float32 results differ
+    # in their last digits between machines and library builds (a later one gave -32.365642 for the
+    # reference's -32.365666). Without write-back the memory would sum to the actions' 3.71: the
+    # check still tells the two behaviours apart by far.
+    assert np.float64(buffer.memory_actions[: buffer.pos]).sum() == pytest.approx(continued["memory_sum"], rel=1e-5)
+    assert np.float64(buffer.actions[: buffer.pos]).sum() == pytest.approx(continued["actions_sum"], rel=1e-5)
     np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], continued["deterministic_actions"], rtol=1e-5)
     # Asked for the official behaviour, the same file drops the copy and reads the buffer's actions.
     official = DIPO.load(DATA / "dipo_v1_pendulum.zip", accumulate_improved_actions=False)
