@@ -8,11 +8,12 @@ from sb3_qvpo.envs import MultiPeakBanditEnv
 
 # Measured mean rewards for seeds 0 / 1 / 2 (uniform actions: 0.18): DIPO 0.70 / 0.60 / 0.82 (its official
 # memory, never written; with the write-back memory of before 0.2: 1.63 / 1.79 / 1.70), CGPO 1.30 / 1.48 / 1.21.
+# Two seeds run here (CI time); the third seed's numbers above were measured the same way.
 BANDIT_LEARNERS = {"DIPO": (DIPO, {}), "CGPO": (CGPO, {"n_guided_steps": 5})}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("name", list(BANDIT_LEARNERS))
 def test_learns_multi_peak_bandit(name: str, seed: int) -> None:
     algorithm, extra = BANDIT_LEARNERS[name]
