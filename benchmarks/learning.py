@@ -216,10 +216,16 @@ def train(run: Run, scale: Scale, conf: Path, log_root: Path, device: str) -> st
         *variant_params(run, conf),
     ]  # fmt: skip
     start = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # Output to a file, not a pipe: a run outlives this process if it is stopped (see `collect`),
+    # where a pipe would break and kill it at its next print.
+    log_folder.mkdir(parents=True, exist_ok=True)
+    with open(log_folder / "train.log", "w") as output:
+        completed = subprocess.run(
+            command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
     wall_seconds = time.perf_counter() - start
     if completed.returncode != 0:
-        return f"FAILED {run}: {completed.stderr[-2000:]}"
+        return f"FAILED {run}: {(log_folder / 'train.log').read_text()[-2000:]}"
     return store_results(run, log_folder, {"wall_seconds": wall_seconds, "command": " ".join(command[1:])})
 
 
