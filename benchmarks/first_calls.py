@@ -1,8 +1,8 @@
 """
 How fast acting is from the first call: the compiled acting path as it was before 0.2 (compiled
-in the calling thread after 10,000 calls of a batch size) against the default since (compiled in a
-background thread after 1,000 calls while acting goes on eagerly) and against a background compile
-from the first call (``compile_acting_after=0``).
+in the calling thread after 10,000 calls of a batch size) against the default since (the same
+threshold, compiled in a background thread while acting goes on eagerly) and against background
+compiles after 1,000 calls and from the first call (``compile_acting_after=0``).
 
 Three measurements, each configuration in a fresh process with an empty inductor cache (so every
 one pays its own compile), one torch thread:
@@ -13,7 +13,7 @@ one pays its own compile), one torch thread:
   sizes (11 observations, 3 actions) and the paper's policy (3x256, T 20, best of 32);
 - ``latency``: per-call latency of the first 1,000 ``predict(deterministic=True)`` calls of that policy.
 
-``warm``: the default configuration once more, reusing its inductor cache (a second run).
+``warm``: the from-the-first-call configuration once more, reusing its inductor cache (a second run).
 
     python benchmarks/first_calls.py --rounds 1        # writes benchmarks/results/first_calls_cpu.md
 """
@@ -29,9 +29,11 @@ from pathlib import Path
 
 CONFIGS = {
     "before 0.2 (10,000 calls, in the calling thread)": dict(compile_acting_after=10_000, compile_in_background=False),
-    "default (1,000 calls, in the background)": dict(compile_acting_after=1_000, compile_in_background=True),
+    "default (10,000 calls, in the background)": dict(compile_acting_after=10_000, compile_in_background=True),
+    "1,000 calls, in the background": dict(compile_acting_after=1_000, compile_in_background=True),
     "from the first call, in the background": dict(compile_acting_after=0, compile_in_background=True),
 }
+WARM = "from the first call, in the background"  # run once more with its inductor cache kept
 MEASUREMENTS = ("pendulum", "evaluate", "latency")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -92,7 +94,7 @@ def run_child(measurement: str, config_name: str, seed: int, cache_dir: str, sca
 def render(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -> str:
     lines = [
         f"Command: `python benchmarks/first_calls.py --rounds {args.rounds}`; one torch thread, each run a fresh process",
-        "with an empty inductor cache except the warm rows (the default once more, its cache kept); mean over rounds",
+        "with an empty inductor cache except the warm row (its configuration once more, its cache kept); mean over rounds",
         "(in each round the configurations run one after the other).",
         "",
         "| configuration | Pendulum-v1, first 20,000 steps (s) | evaluate_policy, 10 x 1,000 steps, Hopper sizes (s) "
@@ -126,14 +128,14 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "first_calls_cpu.md")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink every budget (a rehearsal; writes nothing)")
     args = parser.parse_args()
-    names = [*CONFIGS, f"{list(CONFIGS)[1]}, warm cache"]
+    names = [*CONFIGS, f"{WARM}, warm cache"]
     results: dict[str, dict[str, list[dict]]] = {name: {m: [] for m in MEASUREMENTS} for name in names}
     for _ in range(args.rounds):
         for measurement in args.measurements:
             with tempfile.TemporaryDirectory() as root:
                 for index, name in enumerate(names):
-                    # The warm row reuses the default's cache folder, filled by its run just before.
-                    cache = os.path.join(root, str(1 if name.endswith("warm cache") else index))
+                    # The warm row reuses the cache folder of its configuration, filled by its run just before.
+                    cache = os.path.join(root, str(list(CONFIGS).index(WARM) if name.endswith("warm cache") else index))
                     results[name][measurement].append(run_child(measurement, name, args.seed, cache, args.scale))
                     print(name, measurement, results[name][measurement][-1], flush=True)
     table = render({name: r for name, r in results.items() if all(r[m] for m in MEASUREMENTS)}, args)

@@ -171,10 +171,10 @@ def test_compile_acting_after_is_checked_saved_and_not_pickled(tmp_path) -> None
     model.save(tmp_path / "model")
     loaded = QVPO.load(tmp_path / "model")
     assert loaded.policy.compile_acting_after == loaded.policy.compiled_acting.compile_after == 7
-    # Default for files saved before the option existed, and for new models: 1,000 calls, then
+    # Default for files saved before the option existed, and for new models: 10,000 calls, then
     # compiled in the background.
     default = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10).policy
-    assert default.compile_acting_after == 1_000 and default.compiled_acting.background
+    assert default.compile_acting_after == 10_000 and default.compiled_acting.background
     with pytest.raises(ValueError, match="compile_in_background"):
         QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_in_background="yes"))
     model.policy.compiled_acting.calls[("key",)] = 3

@@ -182,7 +182,7 @@ class DiffusionPolicy(BasePolicy):
         use_actor_target: bool = True,
         action_selection: str = "best",
         score_with_target_critic: bool = False,
-        compile_acting_after: int | None = 1_000,
+        compile_acting_after: int | None = 10_000,
         compile_in_background: bool = True,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
