@@ -342,16 +342,16 @@ class CompiledActing:
             self._functions[device.type] = compile_sample_and_score(device.type)
         function = self._functions[device.type]
         n_draws = plan.coefficients.shape[0]
-        weights = (actor_features, n_per_state, chain_flat, chain_shapes, plan.coefficients, plan.clip_x0, plan.clip_xt)
+        chain_inputs = (actor_features, n_per_state, chain_flat, chain_shapes, plan.coefficients, plan.clip_x0, plan.clip_xt)
         if compiling and self.background:
             if key not in self._compiling:  # zeros for the draws: the callers' random streams stay untouched
                 example = chain_draws([th.zeros((n_rows, actor.action_dim), device=device, dtype=dtype)] * n_draws)
-                arguments = (*example, *weights, plan.actor_activation, scoring)
+                arguments = (*example, *chain_inputs, plan.actor_activation, scoring)
                 self._compile_in_background(n_rows, key, function, arguments)
             return None
         rng_state = random_state(generator, device) if compiling else None
         draws = chain_draws(draw_chain_noise((n_rows, actor.action_dim), n_draws, generator, device, dtype))
-        arguments = (*draws, *weights, plan.actor_activation, scoring)
+        arguments = (*draws, *chain_inputs, plan.actor_activation, scoring)
         if not compiling:
             return function(*arguments)
         result = self._compile_and_call(n_rows, key, function, arguments)
