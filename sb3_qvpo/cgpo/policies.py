@@ -136,7 +136,7 @@ class CGPOPolicy(DiffusionPolicy):
         """The best by Qhat of ``n_samples`` unguided samples per observation (one sample: the critic is not consulted)."""
         actor = self.actor
         actor_features = actor.extract_features(observation, actor.features_extractor)
-        candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale)
+        candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale, self.n_acting_steps)
         if n_samples == 1:
             return candidates
         critic = self.acting_critic()

@@ -79,6 +79,7 @@ class DiffusionActor(BasePolicy):
             raise ValueError("The diffusion actor needs at least one hidden layer: net_arch (or net_arch['pi']) is empty")
         self.action_dim = get_action_dim(action_space)
         self.schedule = DiffusionSchedule(n_diffusion_steps, beta_schedule)
+        self._strided_schedules: dict[int, DiffusionSchedule] = {}
         self.noise_net = NoisePredictionNet(
             self.action_dim,
             features_dim,
@@ -113,20 +114,37 @@ class DiffusionActor(BasePolicy):
         )
         return data
 
+    def sampling_schedule(self, n_steps: int | None = None) -> DiffusionSchedule:
+        """
+        The schedule of a reverse chain of ``n_steps`` denoising steps: the trained T-step one (None
+        or T), or it strided to fewer steps (:meth:`~sb3_qvpo.diffusion.DiffusionSchedule.strided`).
+        """
+        if n_steps is None or n_steps == self.schedule.n_steps:
+            return self.schedule
+        strided = self._strided_schedules.get(n_steps)
+        if strided is None:
+            strided = self._strided_schedules[n_steps] = self.schedule.strided(n_steps)
+        if strided.betas.device != self.schedule.betas.device:  # not a submodule: the actor moved without it
+            strided.to(self.schedule.betas.device)
+        return strided
+
     def sample(
         self,
         features: th.Tensor,
         generator: th.Generator | None = None,
         n_per_state: int = 1,
         noise_scale: float = 1.0,
+        n_steps: int | None = None,
     ) -> th.Tensor:
         """
         ``n_per_state`` actions in [-1, 1] per row of ``features``, grouped by state.
-        ``noise_scale`` scales the noise of every reverse step (0: DIPO's noise-free evaluation chain).
+        ``noise_scale`` scales the noise of every reverse step (0: DIPO's noise-free evaluation chain);
+        ``n_steps`` denoising steps (None: T; fewer: :meth:`sampling_schedule`).
         """
         sampler = sample_actions_fast if self.fast_path and not th.is_grad_enabled() else sample_actions
+        schedule = self.sampling_schedule(n_steps)
         return sampler(
-            self.noise_net, self.schedule, features, generator, n_per_state, process=self.process, noise_scale=noise_scale
+            self.noise_net, schedule, features, generator, n_per_state, process=self.process, noise_scale=noise_scale
         )
 
     def denoising_errors(self, actions: th.Tensor, features: th.Tensor) -> th.Tensor:

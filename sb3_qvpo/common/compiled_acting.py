@@ -231,12 +231,14 @@ def make_plan(
     noise_scale: float,
     device: th.device,
     dtype: th.dtype,
+    n_steps: int | None = None,
 ) -> ActingPlan | None:
     """
     The :class:`ActingPlan` of a :class:`~sb3_qvpo.common.actor.DiffusionActor` and a critic (or
-    None: sampling only); None if their networks are not plain Linear/activation stacks it knows.
+    None: sampling only) for chains of ``n_steps`` steps (None: T); None if their networks are not
+    plain Linear/activation stacks it knows.
     """
-    noise_net, n_steps = actor.noise_net, actor.schedule.n_steps
+    noise_net, schedule = actor.noise_net, actor.sampling_schedule(n_steps)
     actor_activation = stack_activation([list(noise_net.body.children())])
     if actor_activation is None:
         return None
@@ -249,8 +251,8 @@ def make_plan(
         critic_weights = PackedWeights(critic, lambda: critic_weight_tensors(critic, critic_dim, actor.action_dim))
     return ActingPlan(
         actor_activation,
-        PackedWeights(noise_net, lambda: chain_weight_tensors(noise_net, n_steps, features_dim)),
-        reverse_coefficient_table(actor.schedule, actor.process, noise_scale, device, dtype),
+        PackedWeights(noise_net, lambda: chain_weight_tensors(noise_net, schedule, features_dim)),
+        reverse_coefficient_table(schedule, actor.process, noise_scale, device, dtype),
         actor.process.clip_x0,
         actor.process.clip_xt,
         critic_weights,
@@ -308,11 +310,13 @@ class CompiledActing:
         n_per_state: int,
         generator: th.Generator | None,
         noise_scale: float,
+        n_steps: int | None = None,
     ) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None] | None:
         """
-        The candidates and, if ``critic`` is given, their min-Q and each state's best candidate,
-        computed by the compiled function; None when this call acts eagerly (not yet compiled, not
-        eligible, or compiling failed). ``actor`` is a :class:`~sb3_qvpo.common.actor.DiffusionActor`.
+        The candidates (chains of ``n_steps`` steps, None: T) and, if ``critic`` is given, their
+        min-Q and each state's best candidate, computed by the compiled function; None when this
+        call acts eagerly (not yet compiled, not eligible, or compiling failed). ``actor`` is a
+        :class:`~sb3_qvpo.common.actor.DiffusionActor`.
         """
         if self.compile_after is None or th.is_grad_enabled() or not actor.fast_path:
             return None
@@ -322,13 +326,13 @@ class CompiledActing:
             return None
         device, dtype = actor_features.device, actor_features.dtype
         critic_dim = 0 if critic_features is None else critic_features.shape[1]
-        plan_key = (id(actor), id(critic), features_dim, critic_dim, noise_scale, device, dtype)
+        plan_key = (id(actor), id(critic), features_dim, critic_dim, noise_scale, device, dtype, n_steps)
         key = (plan_key, n_rows, n_per_state)
         count = self.calls[key] = self.calls.get(key, 0) + 1
         if count <= self.compile_after or key in self.failed_keys:
             return None
         if plan_key not in self._plans:
-            self._plans[plan_key] = make_plan(actor, critic, features_dim, critic_dim, noise_scale, device, dtype)
+            self._plans[plan_key] = make_plan(actor, critic, features_dim, critic_dim, noise_scale, device, dtype, n_steps)
         plan = self._plans[plan_key]
         if plan is None:
             return None

@@ -23,15 +23,24 @@ DEFAULT_NET_ARCH = [256, 256, 256]
 
 
 def draw_samples(
-    actor: DiffusionActor, features: th.Tensor, generator: th.Generator | None, n_per_state: int, noise_scale: float
+    actor: DiffusionActor,
+    features: th.Tensor,
+    generator: th.Generator | None,
+    n_per_state: int,
+    noise_scale: float,
+    n_steps: int | None = None,
 ) -> th.Tensor:
     """
-    ``actor.sample``; the noise scale is passed only when it is not the default, so that code
-    wrapping ``sample(features, generator, n_per_state)`` (tests, user subclasses) keeps working.
+    ``actor.sample``; the noise scale and the number of steps are passed only when they are not the
+    defaults, so that code wrapping ``sample(features, generator, n_per_state)`` (tests, user
+    subclasses) keeps working.
     """
-    if noise_scale == 1.0:
-        return actor.sample(features, generator, n_per_state=n_per_state)
-    return actor.sample(features, generator, n_per_state=n_per_state, noise_scale=noise_scale)
+    options: dict[str, Any] = {}
+    if noise_scale != 1.0:
+        options["noise_scale"] = noise_scale
+    if n_steps is not None:
+        options["n_steps"] = n_steps
+    return actor.sample(features, generator, n_per_state=n_per_state, **options)
 
 
 ACTION_SELECTIONS = ("best", "softmax")
@@ -143,6 +152,11 @@ class DiffusionPolicy(BasePolicy):
     :param compile_in_background: compile in a background thread while acting goes on eagerly,
         switching to the compiled path once it is ready (False: the call that reaches
         ``compile_acting_after`` waits for the compiler)
+    :param n_acting_steps: denoising steps of ``predict``'s chains (behaviour, evaluation, export):
+        None (default) the trained T; S < T samples the trained schedule at S evenly spaced steps
+        (:meth:`~sb3_qvpo.diffusion.DiffusionSchedule.strided`, DDIM with eta = 1), for faster acting
+        without retraining. Training's own chains (targets, candidates) always take T steps.
+        Settable on a trained or loaded policy: ``model.policy.n_acting_steps = 5``.
     """
 
     actor: DiffusionActor
@@ -184,6 +198,7 @@ class DiffusionPolicy(BasePolicy):
         score_with_target_critic: bool = False,
         compile_acting_after: int | None = 10_000,
         compile_in_background: bool = True,
+        n_acting_steps: int | None = None,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"eps": 1e-5}
@@ -264,6 +279,20 @@ class DiffusionPolicy(BasePolicy):
             "share_features_extractor": share_features_extractor,
         }
         self._build(lr_schedule)
+        self.n_acting_steps = n_acting_steps
+
+    @property
+    def n_acting_steps(self) -> int | None:
+        """Denoising steps of ``predict``'s chains (None: the trained T)."""
+        return self._n_acting_steps
+
+    @n_acting_steps.setter
+    def n_acting_steps(self, n_steps: int | None) -> None:
+        if n_steps is not None and (
+            isinstance(n_steps, bool) or not isinstance(n_steps, int) or not 1 <= n_steps <= self.n_diffusion_steps
+        ):
+            raise ValueError(f"n_acting_steps must be an integer in [1, T={self.n_diffusion_steps}] or None, got {n_steps!r}")
+        self._n_acting_steps = n_steps
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.actor = self.make_actor()
@@ -336,6 +365,7 @@ class DiffusionPolicy(BasePolicy):
                 score_with_target_critic=self.score_with_target_critic,
                 compile_acting_after=self.compile_acting_after,
                 compile_in_background=self.compile_in_background,
+                n_acting_steps=self.n_acting_steps,
             )
         )
         return data
@@ -368,15 +398,19 @@ class DiffusionPolicy(BasePolicy):
         same actions through the compiled acting path once it is on (see ``compile_acting_after``).
         """
         critic = self.acting_critic()
-        actor = self.actor
+        actor, n_steps = self.actor, self.n_acting_steps
         actor_features = actor.extract_features(observation, actor.features_extractor)
         if n_samples == 1:
-            compiled = self.compiled_acting(actor, None, actor_features, None, 1, generator, noise_scale)
-            return compiled[0] if compiled is not None else draw_samples(actor, actor_features, generator, 1, noise_scale)
+            compiled = self.compiled_acting(actor, None, actor_features, None, 1, generator, noise_scale, n_steps)
+            if compiled is not None:
+                return compiled[0]
+            return draw_samples(actor, actor_features, generator, 1, noise_scale, n_steps)
         critic_features = critic.extract_features(observation, critic.features_extractor)
-        compiled = self.compiled_acting(actor, critic, actor_features, critic_features, n_samples, generator, noise_scale)
+        compiled = self.compiled_acting(
+            actor, critic, actor_features, critic_features, n_samples, generator, noise_scale, n_steps
+        )
         if compiled is None:
-            candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale)
+            candidates = draw_samples(actor, actor_features, generator, n_samples, noise_scale, n_steps)
             q_values = self.score_candidates(critic, critic_features, candidates, n_samples, actor.fast_path)
             return pick_candidates(candidates, q_values, self.action_selection, generator)[0]
         compiled_candidates, compiled_q_values, best = compiled

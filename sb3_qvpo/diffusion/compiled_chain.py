@@ -179,13 +179,16 @@ class ChainWeights(NamedTuple):
         return cls(state_weight_t, first_bias, time_terms, PackedMlp.from_tensors(mlp))
 
 
-def chain_weight_tensors(noise_net: NoisePredictionNet, n_steps: int, features_dim: int) -> list[th.Tensor]:
-    """:meth:`ChainWeights.tensors` of ``noise_net`` (call without gradients), ready for :func:`flatten_tensors`."""
+def chain_weight_tensors(noise_net: NoisePredictionNet, schedule: DiffusionSchedule, features_dim: int) -> list[th.Tensor]:
+    """
+    :meth:`ChainWeights.tensors` of ``noise_net`` for the chain of ``schedule`` (its time terms are
+    those of the schedule's network steps; call without gradients), ready for :func:`flatten_tensors`.
+    """
     first = noise_net.body[0]
     assert isinstance(first, nn.Linear) and first.bias is not None
     sizes = [noise_net.action_dim, noise_net.time_features_dim, features_dim]
     w_action, w_time, w_state = split_linear_by_inputs(first, sizes)
-    steps = th.arange(n_steps, device=first.weight.device)
+    steps = schedule.network_steps(first.weight.device)
     time_terms = F.linear(noise_net.embed_time(steps), w_time)
     mlp = pack_mlp(list(noise_net.body.children()), w_action.t())
     return ChainWeights(w_state.t(), first.bias, time_terms, mlp).tensors()

@@ -58,7 +58,7 @@ def sample_actions_fast(
         first_layer, [action_dim, noise_net.time_features_dim, features.shape[1]]
     )
     state_term = F.linear(features, w_state, first_layer.bias).unsqueeze(1)  # (states, 1, hidden)
-    time_terms = F.linear(noise_net.embed_time(th.arange(schedule.n_steps, device=features.device)), w_time)
+    time_terms = F.linear(noise_net.embed_time(schedule.network_steps(features.device)), w_time)
 
     shape = (n_rows, action_dim)
     draws = draw_chain_noise(shape, schedule.n_steps, generator, features.device, features.dtype)

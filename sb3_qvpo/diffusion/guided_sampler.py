@@ -67,7 +67,7 @@ def sample_actions_guided(
     features = features.detach()
     shape = (features.shape[0], noise_net.action_dim)
     x = th.randn(shape, device=features.device, dtype=features.dtype, generator=generator)
-    steps = th.arange(n_steps, device=features.device)
+    steps = schedule.network_steps(features.device)
     coefficients = schedule.reverse_steps(process.variance)
     for t in reversed(range(n_steps)):
         recip, recipm1, coef_x0, coef_xt, std = coefficients[t]

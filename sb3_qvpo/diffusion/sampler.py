@@ -56,7 +56,7 @@ def reverse_chain_from_draws(
     The reverse chain of :func:`sample_actions` for one row of ``features`` per sample, its random
     draws given (:func:`draw_chain_noise`'s order): also what an exported graph computes.
     """
-    steps = th.arange(schedule.n_steps, device=features.device)
+    steps = schedule.network_steps(features.device)
     coefficients = schedule.reverse_steps(process.variance, noise_scale)
     x = draws[0]
     for draw_index, t in enumerate(reversed(range(schedule.n_steps)), start=1):

@@ -1,6 +1,7 @@
 """Noise schedules of the DDPM forward process, and the per-step coefficients derived from them."""
 
 import math
+from collections.abc import Sequence
 
 import torch as th
 from torch import nn
@@ -30,6 +31,19 @@ def vp_beta_schedule(n_steps: int, b_min: float = 0.1, b_max: float = 10.0) -> t
     return (1 - alpha).float()
 
 
+def strided_timesteps(n_steps: int, n_sampling_steps: int) -> list[int]:
+    """
+    ``n_sampling_steps`` of the steps 0 .. T-1, evenly spaced and rounded, from 0 to T-1 (one step:
+    T-1 alone), increasing. Improved DDPM's (Nichol & Dhariwal, 2021) evenly spaced respacing.
+    """
+    check_count("n_sampling_steps", n_sampling_steps)
+    if n_sampling_steps > n_steps:
+        raise ValueError(f"A chain of T={n_steps} steps cannot be sampled with {n_sampling_steps} steps (at most T)")
+    if n_sampling_steps == 1:
+        return [n_steps - 1]
+    return [round(index * (n_steps - 1) / (n_sampling_steps - 1)) for index in range(n_sampling_steps)]
+
+
 def make_betas(name: str, n_steps: int) -> th.Tensor:
     if name == "cosine":
         return cosine_beta_schedule(n_steps)
@@ -47,6 +61,13 @@ class DiffusionSchedule(nn.Module):
     The tensors are non-persistent buffers: they follow ``.to(device)`` but are rebuilt from
     ``(n_steps, beta_schedule)`` rather than stored in checkpoints, so a saved model cannot carry
     a schedule that disagrees with its own hyper-parameters.
+
+    With ``timesteps`` (a strictly increasing subset of 0 .. T-1), the schedule is the same forward
+    process seen at those steps only: a chain of ``len(timesteps)`` steps whose alpha_bar at step i
+    is the T-step schedule's at ``timesteps[i]`` (beta_i = 1 - abar(tau_i) / abar(tau_{i-1})), the
+    noise network being asked for step ``timesteps[i]`` (:meth:`network_steps`). Its ancestral
+    sampler is DDIM's with eta = 1 (Song et al., 2021) on the trained schedule: fewer denoising
+    steps at acting time, no retraining. Such a schedule is for sampling only (:meth:`strided`).
     """
 
     betas: th.Tensor
@@ -59,13 +80,26 @@ class DiffusionSchedule(nn.Module):
     posterior_mean_coef_xt: th.Tensor
     posterior_std: th.Tensor
 
-    def __init__(self, n_steps: int, beta_schedule: str = "cosine"):
+    def __init__(self, n_steps: int, beta_schedule: str = "cosine", timesteps: Sequence[int] | None = None):
         super().__init__()
         check_count("n_diffusion_steps", n_steps)
-        self.n_steps = n_steps
+        self.trained_steps = n_steps  # T, the chain the noise network was trained on
         self.beta_schedule = beta_schedule
 
         betas = make_betas(beta_schedule, n_steps).double()
+        if timesteps is None:
+            self.timesteps = list(range(n_steps))
+        else:
+            self.timesteps = [int(step) for step in timesteps]
+            if not self.timesteps or any(
+                later <= earlier for earlier, later in zip(self.timesteps, self.timesteps[1:], strict=False)
+            ):
+                raise ValueError(f"timesteps must be a non-empty increasing sequence, got {list(timesteps)!r}")
+            if self.timesteps[0] < 0 or self.timesteps[-1] >= n_steps:
+                raise ValueError(f"timesteps must lie in [0, T-1={n_steps - 1}], got {list(timesteps)!r}")
+            seen = th.cumprod(1.0 - betas, dim=0)[self.timesteps]
+            betas = 1.0 - seen / th.cat([th.ones(1, dtype=th.float64), seen[:-1]])
+        self.n_steps = len(self.timesteps)  # the chain's length
         alphas = 1.0 - betas
         alphas_cumprod = th.cumprod(alphas, dim=0)
         alphas_cumprod_prev = th.cat([th.ones(1, dtype=th.float64), alphas_cumprod[:-1]])
@@ -117,5 +151,26 @@ class DiffusionSchedule(nn.Module):
             raise ValueError(f"Unknown reverse-step variance {variance!r}")
         return [(*row[:4], noise_scale * std) for row, std in zip(self.reverse_coefficients, stds, strict=True)]
 
+    @property
+    def is_strided(self) -> bool:
+        return self.n_steps != self.trained_steps
+
+    def network_steps(self, device: th.device | str | None = None) -> th.Tensor:
+        """The step index the noise network is given at each of the chain's steps (0 .. T-1, or the strided subset)."""
+        return th.tensor(self.timesteps, device=device)
+
+    def strided(self, n_sampling_steps: int) -> "DiffusionSchedule":
+        """
+        This schedule sampled in ``n_sampling_steps`` evenly spaced steps (:func:`strided_timesteps`);
+        itself when that is all of its steps, so S = T keeps the T-step chain bit for bit.
+        """
+        if self.is_strided:
+            raise ValueError("A strided schedule cannot be strided again: stride the trained one")
+        if n_sampling_steps == self.n_steps:
+            return self
+        timesteps = strided_timesteps(self.n_steps, n_sampling_steps)
+        return DiffusionSchedule(self.n_steps, self.beta_schedule, timesteps).to(self.betas.device)
+
     def extra_repr(self) -> str:
-        return f"n_steps={self.n_steps}, beta_schedule={self.beta_schedule!r}"
+        strided = f", timesteps={self.timesteps}" if self.is_strided else ""
+        return f"n_steps={self.n_steps}, beta_schedule={self.beta_schedule!r}{strided}"

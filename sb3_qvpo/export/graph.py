@@ -5,8 +5,8 @@ ONNX exporter traces. It knows nothing of ONNX, so it is also what the tests com
 ``predict`` draws, in this order, from its generator (``predict(deterministic=True)``: a private one
 reseeded with ``eval_seed`` at every call; otherwise torch's global one):
 
-1. the reverse chain's T draws of shape (batch_size * K, action_dim): x_T, then the noise of steps
-   T-1 .. 1 (:func:`~sb3_qvpo.diffusion.draw_chain_noise`; rows grouped by observation);
+1. the reverse chain's T draws (``n_acting_steps`` where set) of shape (batch_size * K, action_dim):
+   x_T, then the noise of steps T-1 .. 1 (:func:`~sb3_qvpo.diffusion.draw_chain_noise`; rows grouped by observation);
 2. with ``action_selection="softmax"`` and K > 1 (Diffusion-QL), torch's ``multinomial``, which draws
    (batch_size, K) standard exponentials E and takes argmax(softmax(Q) / E);
 3. with ``exploration_noise > 0`` (QSM, stochastic only), (batch_size, action_dim) standard normals.
@@ -36,7 +36,7 @@ class ActingNoise:
 
     batch_size: int
     n_samples: int  # K: candidates per observation
-    n_steps: int  # T
+    n_steps: int  # T, or the policy's n_acting_steps
     action_dim: int
     softmax_draw: bool  # Diffusion-QL's softmax choice (needs SELECTION_NOISE)
     exploration: bool  # Gaussian exploration noise after the choice (needs EXPLORATION_NOISE)
@@ -58,7 +58,7 @@ def acting_noise(policy: DiffusionPolicy, batch_size: int, deterministic: bool) 
     return ActingNoise(
         batch_size=batch_size,
         n_samples=n_samples,
-        n_steps=policy.actor.schedule.n_steps,
+        n_steps=policy.actor.sampling_schedule(policy.n_acting_steps).n_steps,
         action_dim=policy.actor.action_dim,
         softmax_draw=policy.action_selection == "softmax" and n_samples > 1,
         exploration=not deterministic and policy.exploration_noise > 0,
@@ -150,7 +150,7 @@ class ActingGraph(nn.Module):
         actor_features = actor.extract_features(observation, actor.features_extractor)
         candidates = reverse_chain_from_draws(
             actor.noise_net,
-            actor.schedule,
+            actor.sampling_schedule(policy.n_acting_steps),
             actor_features.repeat_interleave(n_samples, dim=0),
             noise[CHAIN_NOISE],
             actor.process,
