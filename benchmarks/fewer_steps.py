@@ -80,6 +80,7 @@ def measure(task: str, algo: str, path: Path, rounds: int, calls: int, episodes:
     import gymnasium as gym
     import torch as th
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from sb3_qvpo import CGPO, DIPO, QSM, QVPO
@@ -92,7 +93,7 @@ def measure(task: str, algo: str, path: Path, rounds: int, calls: int, episodes:
     returns = {}
     for count in counts:
         model.policy.n_acting_steps = count
-        env = DummyVecEnv([lambda: gym.make(task)])
+        env = DummyVecEnv([lambda: Monitor(gym.make(task))])
         env.seed(EVAL_SEED)
         episode_returns, _ = evaluate_policy(
             model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True

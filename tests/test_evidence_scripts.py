@@ -10,6 +10,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch as th
 import yaml
 
 from sb3_qvpo import DIPO, QVPO
@@ -177,3 +178,21 @@ def test_bandit_snapshots_draw_policy_samples_inside_the_box(bandit: ModuleType,
         assert np.all(np.abs(actions) <= 2.5)
     # The network changed between the two snapshots, and so did the samples drawn with the same seed.
     assert not np.allclose(snapshots[0], snapshots[3])
+
+
+def test_fewer_steps_script_measures_every_step_count_on_a_saved_model(tmp_path: Path) -> None:
+    fewer_steps = load_script("benchmarks/fewer_steps.py")
+    assert fewer_steps.step_counts(10) == [10, 5, 3, 2, 1]
+    assert fewer_steps.step_counts(20) == [20, 10, 5, 2, 1]
+    assert fewer_steps.step_counts(5) == [5, 3, 2, 1]
+    assert fewer_steps.step_counts(1) == [1]
+    model = QVPO("MlpPolicy", "Pendulum-v1", seed=0, policy_kwargs=dict(net_arch=[16], n_diffusion_steps=4))
+    model.save(tmp_path / "model.zip")
+    threads = th.get_num_threads()
+    try:
+        result = fewer_steps.measure("Pendulum-v1", "qvpo", tmp_path / "model.zip", rounds=1, calls=2, episodes=1)
+    finally:
+        th.set_num_threads(threads)  # the script sets one thread, as it measures with one
+    assert list(result["returns"]) == list(result["predict_ms"]) == ["4", "2", "1"]
+    assert all(len(returns) == 1 and -2000 < returns[0] <= 0 for returns in result["returns"].values())
+    assert result["n_diffusion_steps"] == 4 and result["torch_threads"] == 1
