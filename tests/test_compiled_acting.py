@@ -174,9 +174,9 @@ def test_compile_acting_after_is_checked_saved_and_not_pickled(tmp_path) -> None
     loaded = QVPO.load(tmp_path / "model")
     assert loaded.policy.compile_acting_after == loaded.policy.compiled_acting.compile_after == 7
     # Default for files saved before the option existed, and for new models: 10,000 calls, then
-    # compiled in the background.
+    # compiled in the calling thread.
     default = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10).policy
-    assert default.compile_acting_after == 10_000 and default.compiled_acting.background
+    assert default.compile_acting_after == 10_000 and not default.compiled_acting.background
     with pytest.raises(ValueError, match="compile_in_background"):
         QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_in_background="yes"))
     model.policy.compiled_acting.calls[("key",)] = 3
@@ -253,3 +253,20 @@ def test_compiled_acting_on_cuda_gives_the_eager_actions() -> None:
         expected, actions = predict_both(eager, compiled, obs, deterministic)
         np.testing.assert_allclose(actions, expected, rtol=1e-4, atol=1e-4)
     assert compiled.policy.compiled_acting.compiled_keys
+
+
+def test_compiling_waits_in_the_calling_thread_by_default_and_background_warns() -> None:
+    # torch's tracer patches nn.Module.__call__ process-wide while it compiles: a background compile
+    # crashed a DIPO training run (NameError in the critic's forward), so it is opt-in and warns.
+    model = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL))
+    assert model.policy.compile_in_background is False and model.policy.compiled_acting.background is False
+    with pytest.warns(UserWarning, match="compile_in_background=True is unsafe"):
+        QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_in_background=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # never compiling: nothing to warn about
+        QVPO(
+            "MlpPolicy",
+            "Pendulum-v1",
+            buffer_size=10,
+            policy_kwargs=dict(SMALL, compile_in_background=True, compile_acting_after=None),
+        )

@@ -6,9 +6,10 @@ Eager acting on a few rows is bound by per-operation overhead (a dozen small ope
 denoising step), not by arithmetic; compiled, each step is a few fused kernels around the hidden
 layers' matrix products. Compiling costs seconds per batch size, so a policy compiles a batch size
 only once it has acted on it ``compile_after`` times (a long run, a deployed controller, a long
-evaluation), and acts eagerly before. By default the compiling happens in a background thread,
-on example inputs of the right shapes, while the caller goes on acting eagerly; the calls after
-it has finished take the compiled path (no call waits for the compiler). Weights are inputs,
+evaluation), and acts eagerly before. By default the call that reaches the threshold compiles and
+waits; with ``background=True`` the compiling happens in a background thread, on example inputs of
+the right shapes, while the caller goes on acting eagerly, and the calls after it has finished take
+the compiled path. That option is unsafe (:data:`BACKGROUND_HAZARD`). Weights are inputs,
 re-packed when training changes them, so updates never recompile. Where compiling fails (no C++
 compiler, an unsupported platform), a warning is logged and that batch size acts eagerly; the
 actions are the same either way, up to the order of floating-point operations.
@@ -167,6 +168,13 @@ def restore_random_state(generator: th.Generator | None, device: th.device, stat
 
 ActingFunction = Callable[..., tuple[th.Tensor, th.Tensor | None, th.Tensor | None]]
 
+BACKGROUND_HAZARD = (
+    "compile_in_background=True is unsafe: while torch's compiler traces (torch.fx.symbolic_trace, "
+    "e.g. in inductor's loop-body codegen) it patches torch.nn.Module.__call__ for the whole process, so a "
+    "module called meanwhile in another thread (the training or acting going on) can fail with "
+    "NameError('module is not installed as a submodule'); a DIPO training run on Pendulum-v1 crashed this way"
+)
+
 # Background compilations under way (weakly held: finished threads drop out).
 BACKGROUND_COMPILES: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
 _exiting = False
@@ -269,10 +277,11 @@ class CompiledActing:
     :param compile_after: act eagerly on a batch size this many times before compiling it (0: at
         once); None: never compile
     :param background: compile in a background thread while the calls go on acting eagerly
-        (False: the call that reaches ``compile_after`` compiles and waits)
+        (False, default: the call that reaches ``compile_after`` compiles and waits); unsafe, see
+        :data:`BACKGROUND_HAZARD`
     """
 
-    def __init__(self, compile_after: int | None, background: bool = True) -> None:
+    def __init__(self, compile_after: int | None, background: bool = False) -> None:
         if compile_after is not None and (
             isinstance(compile_after, bool) or not isinstance(compile_after, Integral) or compile_after < 0
         ):
@@ -293,7 +302,7 @@ class CompiledActing:
         return {"compile_after": self.compile_after, "background": self.background}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["compile_after"], state.get("background", True))  # type: ignore[misc]
+        self.__init__(state["compile_after"], state.get("background", False))  # type: ignore[misc]
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background compilations under way; True if none is left running."""

@@ -4,6 +4,7 @@ and acting by best-of-K selection (K = 1: a plain diffusion sample), optional Ga
 noise and a reproducible ``predict(deterministic=True)``.
 """
 
+import warnings
 from typing import Any
 
 import torch as th
@@ -15,7 +16,7 @@ from torch import nn
 
 from sb3_qvpo.common.actor import DiffusionActor
 from sb3_qvpo.common.checks import check_count
-from sb3_qvpo.common.compiled_acting import CompiledActing
+from sb3_qvpo.common.compiled_acting import BACKGROUND_HAZARD, CompiledActing
 from sb3_qvpo.common.critic import candidate_min_q
 from sb3_qvpo.diffusion import get_weight_init
 
@@ -150,8 +151,10 @@ class DiffusionPolicy(BasePolicy):
         (:mod:`sb3_qvpo.common.compiled_acting`; seconds to compile, then several times less
         overhead per call); 0 compiles at the first call, None never
     :param compile_in_background: compile in a background thread while acting goes on eagerly,
-        switching to the compiled path once it is ready (False: the call that reaches
-        ``compile_acting_after`` waits for the compiler)
+        switching to the compiled path once it is ready (False, default: the call that reaches
+        ``compile_acting_after`` waits for the compiler). Unsafe, warns: torch's tracer patches
+        ``nn.Module.__call__`` process-wide while it compiles, so module calls in the training or
+        acting thread can fail meanwhile (:data:`~sb3_qvpo.common.compiled_acting.BACKGROUND_HAZARD`)
     :param n_acting_steps: denoising steps of ``predict``'s chains (behaviour, evaluation, export):
         None (default) the trained T; S < T samples the trained schedule at S evenly spaced steps
         (:meth:`~sb3_qvpo.diffusion.DiffusionSchedule.strided`, DDIM with eta = 1), for faster acting
@@ -197,7 +200,7 @@ class DiffusionPolicy(BasePolicy):
         action_selection: str = "best",
         score_with_target_critic: bool = False,
         compile_acting_after: int | None = 10_000,
-        compile_in_background: bool = True,
+        compile_in_background: bool = False,
         n_acting_steps: int | None = None,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
@@ -253,6 +256,8 @@ class DiffusionPolicy(BasePolicy):
         self.compile_acting_after = compile_acting_after
         self.compile_in_background = compile_in_background
         self.compiled_acting = CompiledActing(compile_acting_after, compile_in_background)
+        if compile_in_background and compile_acting_after is not None:
+            warnings.warn(BACKGROUND_HAZARD, UserWarning, stacklevel=2)
         self.actor_kwargs = {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
