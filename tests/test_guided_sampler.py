@@ -30,6 +30,18 @@ def test_each_dsg_step_lies_sqrt_d_sigma_from_the_mean(rho: float) -> None:
     assert th.isfinite(flat).all()
 
 
+@pytest.mark.parametrize("rho", [0.0, 0.95, 1.0])
+def test_a_zero_noise_draw_with_no_gradient_stays_at_the_mean(rho: float) -> None:
+    # One action dimension, a clamped x0 (gradient 0) and randn returning exactly 0.0: d_m and the
+    # noise both vanish. A CGPO Pendulum-v1 run got a NaN target there (0 / 0) and diverged.
+    mean = th.tensor([[0.7], [0.2]])
+    noise = th.tensor([[0.0], [-0.5]])
+    step = dsg_step(mean, 0.33, noise, th.zeros_like(mean), rho)
+    assert th.isfinite(step).all()
+    assert step[0].item() == pytest.approx(0.7)  # the plain step with zero noise: mu
+    assert step[1].item() == pytest.approx(0.2 - 0.33)  # the noise direction at radius sigma
+
+
 def test_no_guided_steps_is_the_plain_chain_bit_for_bit() -> None:
     net, schedule = make_net(), DiffusionSchedule(10, "cosine")
     features = th.randn(16, 4)

@@ -27,15 +27,19 @@ def dsg_step(
     x_{t-1} = mu + sqrt(d) sigma d_m / ||d_m||, norms per row, g = ``loss_gradient`` (of the loss,
     -value), eps_t = ``noise``, rho = ``guidance_rate``. The step always lies on the sphere of radius
     sqrt(d) sigma around mu, where a Gaussian step of std sigma concentrates; rho = 0 is the
-    plain step's direction, rho = 1 steepest descent of the loss. A row whose d_m vanishes (rho = 1
-    and g = 0) takes its noise direction.
+    plain step's direction, rho = 1 steepest descent of the loss. A row whose d_m vanishes takes its
+    noise direction: g = 0 (a clamped x0 has no gradient) with rho = 1, or with any rho when the
+    noise draw is zero too (action dimension 1 and ``randn`` returning exactly 0.0: a CGPO Pendulum
+    run got NaN targets there at update 14,347); when the noise is zero as well, the row stays at mu,
+    as the plain step would.
     """
     radius = math.sqrt(mean.shape[-1]) * std
     steepest = -radius * loss_gradient / (loss_gradient.norm(dim=-1, keepdim=True) + eps)
     plain = std * noise
     mixed = plain + guidance_rate * (steepest - plain)
     mixed_norm = mixed.norm(dim=-1, keepdim=True)
-    direction = th.where(mixed_norm > 0, mixed / mixed_norm.clamp_min(1e-30), noise / noise.norm(dim=-1, keepdim=True))
+    noise_direction = noise / noise.norm(dim=-1, keepdim=True).clamp_min(1e-30)  # 0 where the noise is 0
+    direction = th.where(mixed_norm > 0, mixed / mixed_norm.clamp_min(1e-30), noise_direction)
     return mean + radius * direction
 
 
