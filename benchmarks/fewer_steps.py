@@ -83,10 +83,11 @@ def measure(task: str, algo: str, path: Path, rounds: int, calls: int, episodes:
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from sb3_qvpo import CGPO, DIPO, QSM, QVPO
+    from sb3_qvpo.zoo import ZOO_ALGORITHMS
 
     th.set_num_threads(1)
-    model = {"qvpo": QVPO, "dipo": DIPO, "qsm": QSM, "cgpo": CGPO}[algo].load(path, device="cpu")
+    algorithm, _, _ = ZOO_ALGORITHMS[algo]  # the zoo's names, under which the models were trained
+    model = algorithm.load(path, device="cpu")
     model.policy.compiled_acting.compile_after = None  # eager acting: what every call costs before compiling
     n_steps = model.policy.n_diffusion_steps
     counts = step_counts(n_steps)
