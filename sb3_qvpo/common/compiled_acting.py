@@ -1,29 +1,34 @@
 """
-Acting through one compiled function: the reverse chain of :mod:`sb3_qvpo.diffusion.compiled_chain`
-and the twin critic's scoring of its candidates, traced together by ``torch.compile``.
+Acting through one compiled function, :func:`~sb3_qvpo.common.acting_graph.sample_and_score`: the
+reverse chain and the twin critic's scoring of its candidates.
 
 Eager acting on a few rows is bound by per-operation overhead (a dozen small operations per
 denoising step), not by arithmetic; compiled, each step is a few fused kernels around the hidden
 layers' matrix products. Compiling costs seconds per batch size, so a policy compiles a batch size
-only once it has acted on it ``compile_after`` times (a long run, a deployed controller, a long
-evaluation), and acts eagerly before. By default the call that reaches the threshold compiles and
-waits; with ``background=True`` the compiling happens in a background thread, on example inputs of
-the right shapes, while the caller goes on acting eagerly, and the calls after it has finished take
-the compiled path. That option is unsafe (:data:`BACKGROUND_HAZARD`). Weights are inputs,
-re-packed when training changes them, so updates never recompile. Where compiling fails (no C++
-compiler, an unsupported platform), a warning is logged and that batch size acts eagerly; the
-actions are the same either way, up to the order of floating-point operations.
+only once it has acted on it ``compile_after`` times, and acts eagerly before. Two ways:
+
+- ``background=True`` (default, CPU): after a tenth of ``compile_after`` calls, a child process
+  compiles the function ahead of time into a package on disk (:mod:`sb3_qvpo.common.acting_packages`)
+  while the calls go on acting eagerly; the call after ``compile_after`` loads it (milliseconds),
+  waiting only if the build is still running, and takes the compiled path. A package an earlier
+  process built for the same sizes is used without building. The switch comes at the same call in
+  every run, so seeded runs stay bitwise reproducible; ``when_ready=True`` switches as soon as the
+  package is ready instead (from the first call when it is on disk), which is not.
+- ``background=False`` (and on CUDA): the call that reaches the threshold compiles with
+  ``torch.compile`` in the calling thread and waits.
+
+Weights are inputs, re-packed when training changes them, so updates never recompile. Where
+compiling fails (no C++ compiler, an unsupported platform), a warning is logged and that batch size
+acts eagerly; the actions are the same either way, up to the order of floating-point operations.
 """
 
-import atexit
 import logging
-import threading
 import time
 import types
 import warnings
-import weakref
 from collections.abc import Callable
 from numbers import Integral
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch as th
@@ -31,21 +36,14 @@ import torch._inductor.config as inductor_config
 from stable_baselines3.common.policies import ContinuousCritic
 from torch import nn
 
+from sb3_qvpo.common import acting_packages
+from sb3_qvpo.common.acting_graph import Scoring, chain_draws, critic_weight_tensors, sample_and_score
 from sb3_qvpo.diffusion.compiled_chain import (
-    ChainWeights,
-    PackedMlp,
     PackedWeights,
-    TensorShapes,
-    action_term,
     chain_weight_tensors,
     mlp_activation,
-    mlp_tail,
-    pack_mlp,
-    reverse_chain,
     reverse_coefficient_table,
-    unflatten_tensors,
 )
-from sb3_qvpo.diffusion.fast_ops import split_linear_by_inputs
 from sb3_qvpo.diffusion.fast_sampler import SMALL_BATCH_ROWS, draw_chain_noise
 
 logger = logging.getLogger(__name__)
@@ -57,95 +55,6 @@ COMPILE_OPTIONS: dict[str, dict[str, str | int | bool | Callable[..., Any]]] = {
     "cpu": {"cpp_wrapper": True, "pattern_matcher": False},
     "cuda": {"pattern_matcher": False},
 }
-
-
-class CriticWeights(NamedTuple):
-    """One Q network as the scoring needs it: the first layer's state part and bias, the rest packed."""
-
-    state_weight_t: th.Tensor
-    first_bias: th.Tensor
-    mlp: PackedMlp
-
-    def tensors(self) -> list[th.Tensor]:
-        return [self.state_weight_t, self.first_bias, *self.mlp.tensors()]
-
-
-def critic_weight_tensors(critic: ContinuousCritic, features_dim: int, action_dim: int) -> list[th.Tensor]:
-    """Every Q network's :meth:`CriticWeights.tensors`, one after the other (call without gradients)."""
-    tensors = []
-    for q_net in critic.q_networks:
-        layers = list(q_net.children())
-        first = layers[0]
-        assert isinstance(first, nn.Linear) and first.bias is not None
-        w_state, w_action = split_linear_by_inputs(first, [features_dim, action_dim])
-        tensors += CriticWeights(w_state.t(), first.bias, pack_mlp(layers, w_action.t())).tensors()
-    return tensors
-
-
-def critics_from_tensors(tensors: list[th.Tensor], n_critics: int) -> list[CriticWeights]:
-    """:func:`critic_weight_tensors`' list back as one :class:`CriticWeights` per Q network (traceable)."""
-    per_critic = len(tensors) // n_critics
-    critics = []
-    for index in range(n_critics):
-        state_weight_t, first_bias, *mlp = tensors[index * per_critic : (index + 1) * per_critic]
-        critics.append(CriticWeights(state_weight_t, first_bias, PackedMlp.from_tensors(mlp)))
-    return critics
-
-
-def candidate_min_q_traceable(
-    candidates: th.Tensor,
-    features: th.Tensor,
-    n_per_state: int,
-    critics: list[CriticWeights],
-    activation: Callable[[th.Tensor], th.Tensor],
-) -> th.Tensor:
-    """min over Q networks of ``n_per_state`` candidates per state, (n_states, n_per_state); traceable."""
-    n_states = features.shape[0]
-    q_values = []
-    for critic in critics:
-        state_term = th.mm(features, critic.state_weight_t) + critic.first_bias
-        width = state_term.shape[1]
-        state_rows = state_term.unsqueeze(1).expand(n_states, n_per_state, width).reshape(-1, width)
-        q_values.append(mlp_tail(state_rows + action_term(candidates, critic.mlp.first_action_t), critic.mlp, activation))
-    return th.stack(q_values).min(dim=0).values.view(n_states, n_per_state)
-
-
-class Scoring(NamedTuple):
-    """How the candidates are scored: the critic's flat weights, their shapes, the number of Q networks, the activation."""
-
-    features: th.Tensor
-    flat_weights: th.Tensor
-    shapes: TensorShapes
-    n_critics: int
-    activation: Callable[[th.Tensor], th.Tensor]
-
-
-def sample_and_score(
-    x: th.Tensor,
-    noise: th.Tensor,
-    actor_features: th.Tensor,
-    n_per_state: int,
-    chain_flat: th.Tensor,
-    chain_shapes: TensorShapes,
-    coefficients: th.Tensor,
-    clip_x0: bool,
-    clip_xt: bool,
-    actor_activation: Callable[[th.Tensor], th.Tensor],
-    scoring: Scoring | None,
-) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None]:
-    """
-    What acting needs, in one graph: the reverse chain's candidates, grouped by state and, with
-    ``scoring``, their min-Q (n_states, n_per_state) and the best candidate of each state.
-    """
-    chain = ChainWeights.from_tensors(unflatten_tensors(chain_flat, chain_shapes))
-    candidates = reverse_chain(x, noise, actor_features, n_per_state, chain, coefficients, clip_x0, clip_xt, actor_activation)
-    if scoring is None:
-        return candidates, None, None
-    critics = critics_from_tensors(unflatten_tensors(scoring.flat_weights, scoring.shapes), scoring.n_critics)
-    q_values = candidate_min_q_traceable(candidates, scoring.features, n_per_state, critics, scoring.activation)
-    grouped = candidates.view(q_values.shape[0], n_per_state, -1)
-    best = th.gather(grouped, 1, q_values.argmax(dim=1).view(-1, 1, 1).expand(-1, 1, grouped.shape[2])).squeeze(1)
-    return candidates, q_values, best
 
 
 def random_state(generator: th.Generator | None, device: th.device) -> th.Tensor:
@@ -167,36 +76,6 @@ def restore_random_state(generator: th.Generator | None, device: th.device, stat
 
 
 ActingFunction = Callable[..., tuple[th.Tensor, th.Tensor | None, th.Tensor | None]]
-
-BACKGROUND_HAZARD = (
-    "compile_in_background=True is unsafe: while torch's compiler traces (torch.fx.symbolic_trace, "
-    "e.g. in inductor's loop-body codegen) it patches torch.nn.Module.__call__ for the whole process, so a "
-    "module called meanwhile in another thread (the training or acting going on) can fail with "
-    "NameError('module is not installed as a submodule'); a DIPO training run on Pendulum-v1 crashed this way"
-)
-
-# Background compilations under way (weakly held: finished threads drop out).
-BACKGROUND_COMPILES: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
-_exiting = False
-
-
-@atexit.register
-def finish_background_compiles() -> None:
-    """
-    At interpreter exit, wait for the background compilations under way: cutting torch's compiler
-    off at shutdown aborts the process. (Registered after torch's own exit handlers, so it runs
-    before them, while the compiler's workers still exist.) A compilation the exit overtakes fails
-    quietly; the process has stopped acting anyway.
-    """
-    global _exiting
-    _exiting = True
-    for thread in list(BACKGROUND_COMPILES):
-        thread.join()
-
-
-def chain_draws(draws: list[th.Tensor]) -> tuple[th.Tensor, th.Tensor]:
-    """The chain's draws as :func:`sample_and_score` takes them: x_T, and the steps' noise stacked."""
-    return draws[0], th.stack(draws[1:]) if len(draws) > 1 else draws[0][None, :0]
 
 
 def compile_sample_and_score(device_type: str) -> ActingFunction:
@@ -269,46 +148,60 @@ def make_plan(
     )
 
 
+ActingResult = tuple[th.Tensor, th.Tensor | None, th.Tensor | None]
+
+
 class CompiledActing:
     """
     Decides, call by call, whether a policy acts through the compiled :func:`sample_and_score`, and
-    keeps what that needs (:class:`ActingPlan` per actor and critic, call counts per batch size).
+    keeps what that needs (:class:`ActingPlan` per actor and critic, call counts per batch size,
+    compiled functions and loaded packages).
 
     :param compile_after: act eagerly on a batch size this many times before compiling it (0: at
         once); None: never compile
-    :param background: compile in a background thread while the calls go on acting eagerly
-        (False, default: the call that reaches ``compile_after`` compiles and waits); unsafe, see
-        :data:`BACKGROUND_HAZARD`
+    :param background: on the CPU, compile in a child process (ahead of time, into a package kept on
+        disk), started after a tenth of ``compile_after`` calls, while the calls go on acting
+        eagerly; the call after ``compile_after`` switches to it, waiting only if it is still being
+        built (True, default). False: that call compiles in the calling thread and waits (always so
+        on CUDA)
+    :param when_ready: with ``background``, switch as soon as the package is ready instead (a package
+        on disk at a batch size's first call): fast from the first call, but the call that switches
+        depends on the build's duration and the disk cache, so seeded runs that cross it are not
+        bitwise reproducible (compiled and eager actions differ by float rounding)
     """
 
-    def __init__(self, compile_after: int | None, background: bool = False) -> None:
+    def __init__(self, compile_after: int | None, background: bool = True, when_ready: bool = False) -> None:
         if compile_after is not None and (
             isinstance(compile_after, bool) or not isinstance(compile_after, Integral) or compile_after < 0
         ):
             raise ValueError(f"compile_acting_after must be an integer >= 0 or None, got {compile_after!r}")
         if not isinstance(background, bool):
             raise ValueError(f"compile_in_background must be a bool, got {background!r}")
+        if not isinstance(when_ready, bool):
+            raise ValueError(f"compiled_acting_when_ready must be a bool, got {when_ready!r}")
         self.compile_after = compile_after
         self.background = background
+        self.when_ready = when_ready
         self.calls: dict[tuple, int] = {}
         self.compiled_keys: set[tuple] = set()
         self.failed_keys: set[tuple] = set()
         self._functions: dict[str, ActingFunction] = {}
         self._plans: dict[tuple, ActingPlan | None] = {}
-        self._compiling: dict[tuple, threading.Thread] = {}
+        self._packages: dict[tuple, acting_packages.PackageRunner] = {}
+        self._package_specs: dict[tuple, tuple[acting_packages.ActingSpec, Path] | None] = {}
+        self._builds: dict[tuple, acting_packages.PackageBuild] = {}
+        self._pending: set[tuple] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled or deep-copied (a policy copy): the counts and caches start afresh."""
-        return {"compile_after": self.compile_after, "background": self.background}
+        return {"compile_after": self.compile_after, "background": self.background, "when_ready": self.when_ready}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["compile_after"], state.get("background", False))  # type: ignore[misc]
+        self.__init__(state["compile_after"], state.get("background", True), state.get("when_ready", False))  # type: ignore[misc]
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the background compilations under way; True if none is left running."""
-        for thread in list(self._compiling.values()):
-            thread.join(timeout)
-        return not any(thread.is_alive() for thread in self._compiling.values())
+        """Wait for the package builds this object started; True if none is left running."""
+        return all(build.wait(timeout) for build in list(self._builds.values()))
 
     def __call__(
         self,
@@ -320,7 +213,7 @@ class CompiledActing:
         generator: th.Generator | None,
         noise_scale: float,
         n_steps: int | None = None,
-    ) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None] | None:
+    ) -> ActingResult | None:
         """
         The candidates (chains of ``n_steps`` steps, None: T) and, if ``critic`` is given, their
         min-Q and each state's best candidate, computed by the compiled function; None when this
@@ -338,7 +231,12 @@ class CompiledActing:
         plan_key = (id(actor), id(critic), features_dim, critic_dim, noise_scale, device, dtype, n_steps)
         key = (plan_key, n_rows, n_per_state)
         count = self.calls[key] = self.calls.get(key, 0) + 1
-        if count <= self.compile_after or key in self.failed_keys:
+        use_packages = self.background and device.type == "cpu"
+        if key in self.failed_keys:
+            return None
+        if use_packages and key not in self._packages and not self._package_due(key, count):
+            return None
+        if not use_packages and count <= self.compile_after:
             return None
         if plan_key not in self._plans:
             self._plans[plan_key] = make_plan(actor, critic, features_dim, critic_dim, noise_scale, device, dtype, n_steps)
@@ -350,18 +248,14 @@ class CompiledActing:
             flat, shapes = plan.critic.get()
             scoring = Scoring(critic_features, flat, shapes, plan.n_critics, plan.critic_activation)
         chain_flat, chain_shapes = plan.chain.get()
+        n_draws = plan.coefficients.shape[0]
+        chain_inputs = (actor_features, n_per_state, chain_flat, chain_shapes, plan.coefficients, plan.clip_x0, plan.clip_xt)
+        if use_packages:
+            return self._call_package(key, count, n_rows, n_draws, actor.action_dim, chain_inputs, plan, scoring, generator)
         compiling = key not in self.compiled_keys
         if device.type not in self._functions:
             self._functions[device.type] = compile_sample_and_score(device.type)
         function = self._functions[device.type]
-        n_draws = plan.coefficients.shape[0]
-        chain_inputs = (actor_features, n_per_state, chain_flat, chain_shapes, plan.coefficients, plan.clip_x0, plan.clip_xt)
-        if compiling and self.background:
-            if key not in self._compiling:  # zeros for the draws: the callers' random streams stay untouched
-                example = chain_draws([th.zeros((n_rows, actor.action_dim), device=device, dtype=dtype)] * n_draws)
-                arguments = (*example, *chain_inputs, plan.actor_activation, scoring)
-                self._compile_in_background(n_rows, key, function, arguments)
-            return None
         rng_state = random_state(generator, device) if compiling else None
         draws = chain_draws(draw_chain_noise((n_rows, actor.action_dim), n_draws, generator, device, dtype))
         arguments = (*draws, *chain_inputs, plan.actor_activation, scoring)
@@ -372,25 +266,104 @@ class CompiledActing:
             restore_random_state(generator, device, rng_state)
         return result
 
-    def _compile_in_background(self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple) -> None:
+    def _package_due(self, key: tuple, count: int) -> bool:
         """
-        Compile one batch size in a thread (under no_grad, as acting calls run, so the compiled
-        graph's guards match them); :meth:`_compile_and_call` marks it compiled or failed. A
-        process that ends while it compiles waits for it (:func:`finish_background_compiles`).
+        Whether this call has package work to do (before a batch size's package is loaded): its first
+        call (look on disk), the call that starts the build, the call that switches, and, when
+        switching as soon as ready, every call until it is. The others act eagerly at once.
         """
+        assert self.compile_after is not None
+        return count == 1 or count == self.build_after + 1 or count > self.compile_after or key in self._pending
 
-        def compile_now() -> None:
-            with th.no_grad():
-                self._compile_and_call(n_rows, key, function, arguments)
+    @property
+    def build_after(self) -> int:
+        """Calls of a batch size before its package build starts: a tenth of ``compile_after``."""
+        return 0 if self.compile_after is None else self.compile_after // 10
 
-        thread = threading.Thread(target=compile_now, name=f"sb3_qvpo-compile-{n_rows}-rows", daemon=True)
-        BACKGROUND_COMPILES.add(thread)
-        self._compiling[key] = thread
-        thread.start()
+    def _call_package(
+        self,
+        key: tuple,
+        count: int,
+        n_rows: int,
+        n_draws: int,
+        action_dim: int,
+        chain_inputs: tuple,
+        plan: ActingPlan,
+        scoring: Scoring | None,
+        generator: th.Generator | None,
+    ) -> ActingResult | None:
+        """One call through this batch size's package, once it is loaded; until then None (eager)."""
+        actor_features = chain_inputs[0]
+        device, dtype = actor_features.device, actor_features.dtype
+        runner = self._packages.get(key)
+        if runner is None:
+            if key not in self._package_specs:
+                # Zeros for the draws: the spec needs only their shapes, and the callers' random streams stay untouched.
+                example = chain_draws([th.zeros((n_rows, action_dim), device=device, dtype=dtype)] * n_draws)
+                spec = acting_packages.ActingSpec.from_arguments((*example, *chain_inputs, plan.actor_activation, scoring))
+                self._package_specs[key] = None if spec is None else (spec, acting_packages.package_path(spec))
+            runner = self._find_package(key, count, n_rows)
+            if runner is None:
+                return None
+        rng_state = random_state(generator, device)
+        draws = chain_draws(draw_chain_noise((n_rows, action_dim), n_draws, generator, device, dtype))
+        try:
+            outputs = runner(*acting_packages.package_inputs((*draws, *chain_inputs, plan.actor_activation, scoring)))
+        except Exception as error:  # a package that does not fit after all: eager from now on, same draws
+            self._fail(key, n_rows, f"running its package failed ({error!r})")
+            restore_random_state(generator, device, rng_state)
+            return None
+        return (outputs[0], None, None) if len(outputs) == 1 else (outputs[0], outputs[1], outputs[2])
 
-    def _compile_and_call(
-        self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple
-    ) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None] | None:
+    def _find_package(self, key: tuple, count: int, n_rows: int) -> acting_packages.PackageRunner | None:
+        """
+        This batch size's package, loaded if this call switches to it; None while it acts eagerly.
+        The build starts after :attr:`build_after` calls unless the package is on disk already; the
+        switch comes after ``compile_after`` calls, waiting for the build if it is still running
+        (so that the call that switches is the same in every run), or, with ``when_ready``, at the
+        first call that finds the package ready.
+        """
+        found = self._package_specs[key]
+        if found is None:
+            self._fail(key, n_rows, "its activation has no compiled form")
+            return None
+        spec, path = found
+        acting_packages.start_cpu_probe()
+        switching = count > self.compile_after if self.compile_after is not None else False
+        if not path.exists() and count > self.build_after:
+            build = self._builds.get(key)
+            if build is None:
+                build = self._builds[key] = acting_packages.start_build(spec, path)
+                logger.info("Building the acting package of %d rows in a child process (%s)", n_rows, path)
+            if switching and not self.when_ready and not build.finished():
+                start = time.perf_counter()
+                build.wait()
+                logger.info("Acting for %d rows waited %.1f s for its package", n_rows, time.perf_counter() - start)
+            if build.finished() and build.error() is not None:
+                self._fail(key, n_rows, f"its build failed ({build.error()})")
+                return None
+        if not (switching or self.when_ready):
+            return None
+        if not path.exists() or not (switching or acting_packages.loader_ready()):
+            if path.exists() or key in self._builds:
+                self._pending.add(key)  # when ready: look again at the next call
+            return None
+        self._pending.discard(key)
+        try:
+            runner = acting_packages.load_package(path)
+        except Exception as error:  # a damaged file, or one this platform cannot load
+            self._fail(key, n_rows, f"loading {path} failed ({error!r})")
+            return None
+        self._packages[key] = runner
+        self.compiled_keys.add(key)
+        logger.info("Acting for %d rows runs compiled (package %s)", n_rows, path)
+        return runner
+
+    def _fail(self, key: tuple, n_rows: int, why: str) -> None:
+        self.failed_keys.add(key)
+        logger.warning("Compiling the acting path for %d rows: %s; acting stays eager", n_rows, why)
+
+    def _compile_and_call(self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple) -> ActingResult | None:
         """
         The first call of a batch size compiles it, with torch's warnings silenced. If that fails, the
         batch size acts eagerly from then on and a warning is logged.
@@ -403,9 +376,7 @@ class CompiledActing:
                 warnings.simplefilter("ignore")
                 result = function(*arguments)
         except Exception as error:  # the platform's toolchain, or torch.compile's limits
-            self.failed_keys.add(key)
-            log = logger.debug if _exiting else logger.warning
-            log("Compiling the acting path for %d rows failed (%r); acting stays eager", n_rows, error)
+            self._fail(key, n_rows, f"torch.compile failed ({error!r})")
             return None
         self.compiled_keys.add(key)
         logger.info("Compiled acting for %d rows in %.1f s", n_rows, time.perf_counter() - start)

@@ -4,7 +4,6 @@ and acting by best-of-K selection (K = 1: a plain diffusion sample), optional Ga
 noise and a reproducible ``predict(deterministic=True)``.
 """
 
-import warnings
 from typing import Any
 
 import torch as th
@@ -16,7 +15,7 @@ from torch import nn
 
 from sb3_qvpo.common.actor import DiffusionActor
 from sb3_qvpo.common.checks import check_count
-from sb3_qvpo.common.compiled_acting import BACKGROUND_HAZARD, CompiledActing
+from sb3_qvpo.common.compiled_acting import CompiledActing
 from sb3_qvpo.common.critic import candidate_min_q
 from sb3_qvpo.diffusion import get_weight_init
 
@@ -150,11 +149,17 @@ class DiffusionPolicy(BasePolicy):
         batch size, it samples and scores through one compiled function
         (:mod:`sb3_qvpo.common.compiled_acting`; seconds to compile, then several times less
         overhead per call); 0 compiles at the first call, None never
-    :param compile_in_background: compile in a background thread while acting goes on eagerly,
-        switching to the compiled path once it is ready (False, default: the call that reaches
-        ``compile_acting_after`` waits for the compiler). Unsafe, warns: torch's tracer patches
-        ``nn.Module.__call__`` process-wide while it compiles, so module calls in the training or
-        acting thread can fail meanwhile (:data:`~sb3_qvpo.common.compiled_acting.BACKGROUND_HAZARD`)
+    :param compile_in_background: on the CPU, a child process compiles the acting path ahead of time
+        (from a tenth of ``compile_acting_after`` calls on) into a package kept on disk while acting
+        goes on eagerly, and the call after ``compile_acting_after`` switches to it without
+        compiling, waiting only if the build is still running; a package an earlier process built
+        for the same sizes is reused (:mod:`sb3_qvpo.common.acting_packages`). False: that call
+        compiles in the calling thread and waits (always so on CUDA)
+    :param compiled_acting_when_ready: with ``compile_in_background``, switch to the compiled path as
+        soon as its package is ready (at the first call if an earlier process built it), never
+        waiting: fast from the first call, but the call that switches then depends on timing and on
+        the disk cache, and since compiled and eager actions differ by float rounding, seeded runs
+        that cross it are not bitwise reproducible (False, default: the switch is at a fixed call)
     :param n_acting_steps: denoising steps of ``predict``'s chains (behaviour, evaluation, export):
         None (default) the trained T; S < T samples the trained schedule at S evenly spaced steps
         (:meth:`~sb3_qvpo.diffusion.DiffusionSchedule.strided`, DDIM with eta = 1), for faster acting
@@ -200,7 +205,8 @@ class DiffusionPolicy(BasePolicy):
         action_selection: str = "best",
         score_with_target_critic: bool = False,
         compile_acting_after: int | None = 10_000,
-        compile_in_background: bool = False,
+        compile_in_background: bool = True,
+        compiled_acting_when_ready: bool = False,
         n_acting_steps: int | None = None,
     ):
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
@@ -255,9 +261,8 @@ class DiffusionPolicy(BasePolicy):
         self.score_with_target_critic = score_with_target_critic
         self.compile_acting_after = compile_acting_after
         self.compile_in_background = compile_in_background
-        self.compiled_acting = CompiledActing(compile_acting_after, compile_in_background)
-        if compile_in_background and compile_acting_after is not None:
-            warnings.warn(BACKGROUND_HAZARD, UserWarning, stacklevel=2)
+        self.compiled_acting_when_ready = compiled_acting_when_ready
+        self.compiled_acting = CompiledActing(compile_acting_after, compile_in_background, compiled_acting_when_ready)
         self.actor_kwargs = {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
@@ -370,6 +375,7 @@ class DiffusionPolicy(BasePolicy):
                 score_with_target_critic=self.score_with_target_critic,
                 compile_acting_after=self.compile_acting_after,
                 compile_in_background=self.compile_in_background,
+                compiled_acting_when_ready=self.compiled_acting_when_ready,
                 n_acting_steps=self.n_acting_steps,
             )
         )
