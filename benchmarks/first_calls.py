@@ -1,12 +1,14 @@
 """
-How fast acting is from the first call: the compiled acting path by default (compiled in the
-calling thread after 10,000 calls of a batch size) against compiling in a background thread while
-acting goes on eagerly (``compile_in_background=True``, unsafe: see
-``sb3_qvpo.common.compiled_acting.BACKGROUND_HAZARD``) after 10,000 calls, after 1,000 calls and
-from the first call (``compile_acting_after=0``).
+How fast acting is from the first call, by how the compiled acting path starts:
 
-Three measurements, each configuration in a fresh process with an empty inductor cache (so every
-one pays its own compile), one torch thread:
+- before 0.3: compiled in the calling thread at the 10,000th call of a batch size, which waits;
+- default: built ahead in a child process from the 1,000th call (an AOTInductor package on disk),
+  switching at the 10,000th call, waiting only if the build is still running;
+- when ready (``compiled_acting_when_ready=True``, ``compile_acting_after=0``): the build starts at
+  the first call and acting switches as soon as the package is ready, never waiting.
+
+Three measurements, each configuration in a fresh process with an empty inductor and package cache
+(so every one pays its own compile), one torch thread:
 
 - ``pendulum``: wall time of the first 20,000 steps of a Pendulum-v1 run at the small settings of
   ``hyperparams/qvpo.yml`` (training included);
@@ -14,7 +16,7 @@ one pays its own compile), one torch thread:
   sizes (11 observations, 3 actions) and the paper's policy (3x256, T 20, best of 32);
 - ``latency``: per-call latency of the first 1,000 ``predict(deterministic=True)`` calls of that policy.
 
-``warm``: the from-the-first-call configuration once more, reusing its inductor cache (a second run).
+``warm cache``: the when-ready configuration once more, its cache kept (a second process finds the package).
 
     python benchmarks/first_calls.py --rounds 1        # writes benchmarks/results/first_calls_cpu.md
 """
@@ -29,12 +31,13 @@ import time
 from pathlib import Path
 
 CONFIGS = {
-    "default (10,000 calls, in the calling thread)": dict(compile_acting_after=10_000, compile_in_background=False),
-    "10,000 calls, in the background": dict(compile_acting_after=10_000, compile_in_background=True),
-    "1,000 calls, in the background": dict(compile_acting_after=1_000, compile_in_background=True),
-    "from the first call, in the background": dict(compile_acting_after=0, compile_in_background=True),
+    "before 0.3 (compiled in the calling thread at call 10,000)": dict(
+        compile_acting_after=10_000, compile_in_background=False
+    ),
+    "default (built from call 1,000 in a child process, switch at 10,000)": dict(compile_acting_after=10_000),
+    "when ready (built from the first call, switch when ready)": dict(compile_acting_after=0, compiled_acting_when_ready=True),
 }
-WARM = "from the first call, in the background"  # run once more with its inductor cache kept
+WARM = "when ready (built from the first call, switch when ready)"  # run once more with its cache kept
 MEASUREMENTS = ("pendulum", "evaluate", "latency")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,19 +63,24 @@ def measure(measurement: str, config: dict, seed: int, scale: float = 1.0) -> di
         model = QVPO("MlpPolicy", "Pendulum-v1", seed=seed, device="cpu", policy_kwargs={**policy_kwargs, **config}, **kwargs)
         start = time.perf_counter()
         model.learn(int(20_000 * scale))
-        return {"seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        model.policy.compiled_acting.wait()  # a build still running ends before the next run starts
+        return {"seconds": seconds}
     env = TimeLimit(SizedEnv(11, 3), max_episode_steps=int(1_000 * scale))  # Hopper-v5's sizes
     model = QVPO("MlpPolicy", env, seed=seed, device="cpu", buffer_size=1_000, policy_kwargs=config)
     if measurement == "evaluate":
         start = time.perf_counter()
         evaluate_policy(model, env, n_eval_episodes=10, deterministic=True)
-        return {"seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        model.policy.compiled_acting.wait()
+        return {"seconds": seconds}
     obs = env.observation_space.sample()
     latencies = []
     for _ in range(int(1_000 * scale)):
         start = time.perf_counter()
         model.predict(obs, deterministic=True)
         latencies.append(time.perf_counter() - start)
+    model.policy.compiled_acting.wait()
     ms = np.asarray(latencies) * 1e3
     return {
         "mean_ms": float(ms.mean()),
@@ -85,6 +93,7 @@ def measure(measurement: str, config: dict, seed: int, scale: float = 1.0) -> di
 
 def run_child(measurement: str, config_name: str, seed: int, cache_dir: str, scale: float) -> dict:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir, "OMP_NUM_THREADS": "1"}
+    env.pop("SB3_QVPO_ACTING_CACHE", None)  # packages go to the inductor cache folder of the run
     command = [sys.executable, __file__, "--child", measurement, config_name, str(seed), str(scale)]
     completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent)
     if completed.returncode != 0:
@@ -95,7 +104,8 @@ def run_child(measurement: str, config_name: str, seed: int, cache_dir: str, sca
 def render(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -> str:
     lines = [
         f"Command: `python benchmarks/first_calls.py --rounds {args.rounds}`; one torch thread, each run a fresh process",
-        "with an empty inductor cache except the warm row (its configuration once more, its cache kept); mean over rounds",
+        "with empty inductor and package caches except the warm row (its configuration once more, its caches kept);",
+        "mean over rounds",
         "(in each round the configurations run one after the other).",
         "",
         "| configuration | Pendulum-v1, first 20,000 steps (s) | evaluate_policy, 10 x 1,000 steps, Hopper sizes (s) "

@@ -23,3 +23,19 @@ finally:
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread() -> None:
     th.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _private_acting_packages(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """
+    Each test gets its own folder of compiled acting packages (so none acts compiled because an
+    earlier test built its sizes), and the package builds it started are stopped when it ends.
+    Child processes (zoo commands) inherit the folder through the environment. Builds run at the
+    tests' priority: the tests that wait for one would otherwise wait behind the other xdist worker.
+    """
+    from sb3_qvpo.common import acting_packages
+
+    monkeypatch.setattr(acting_packages, "BUILD_NICENESS", 0)
+    monkeypatch.setenv(acting_packages.CACHE_VARIABLE, str(tmp_path_factory.mktemp("acting_packages")))
+    yield
+    acting_packages.stop_builds()

@@ -5,9 +5,14 @@ to eager acting when compiling fails. Networks are tiny and T small so each comp
 """
 
 import copy
+import dataclasses
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -17,7 +22,7 @@ from helpers import GoalDictEnv
 from torch import nn
 
 from sb3_qvpo import DIPO, QSM, QVPO, DiffusionQL
-from sb3_qvpo.common import compiled_acting
+from sb3_qvpo.common import acting_packages, compiled_acting
 from sb3_qvpo.common.off_policy import DiffusionOffPolicyAlgorithm
 
 SMALL = dict(net_arch=[16, 16], n_diffusion_steps=3)
@@ -169,76 +174,190 @@ def test_compile_acting_after_is_checked_saved_and_not_pickled(tmp_path) -> None
     for bad in (-1, True, 1.5):
         with pytest.raises(ValueError, match="compile_acting_after"):
             QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_acting_after=bad))
-    model = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_acting_after=7))
+    kwargs = dict(SMALL, compile_acting_after=7, compile_in_background=False, compiled_acting_when_ready=True)
+    model = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=kwargs)
     model.save(tmp_path / "model")
     loaded = QVPO.load(tmp_path / "model")
     assert loaded.policy.compile_acting_after == loaded.policy.compiled_acting.compile_after == 7
-    # Default for files saved before the option existed, and for new models: 10,000 calls, then
-    # compiled in the calling thread.
+    assert loaded.policy.compiled_acting.background is False and loaded.policy.compiled_acting.when_ready is True
+    # New models: 10,000 calls, built ahead in a child process, switching at that call.
     default = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10).policy
-    assert default.compile_acting_after == 10_000 and not default.compiled_acting.background
-    with pytest.raises(ValueError, match="compile_in_background"):
-        QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_in_background="yes"))
+    assert default.compile_acting_after == 10_000 and default.compiled_acting.background
+    assert not default.compiled_acting.when_ready and default.compiled_acting.build_after == 1_000
+    for keyword in ("compile_in_background", "compiled_acting_when_ready"):
+        with pytest.raises(ValueError, match=keyword):
+            QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, **{keyword: "yes"}))
     model.policy.compiled_acting.calls[("key",)] = 3
     assert copy.deepcopy(model.policy).compiled_acting.calls == {}
 
 
-def test_background_compiling_never_makes_a_call_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The compiler is held at a gate: every call made meanwhile acts eagerly at once, with the eager
-    # model's exact draws (starting the compilation drew nothing); once it is done, calls go compiled.
-    gate = threading.Event()
-    compiled_calls: list[str] = []
-    real_compile = compiled_acting.compile_sample_and_score
+def gated_build_command(gate: Path, started: list[int] | None = None):
+    """A build command whose child waits until ``gate`` exists, then builds as the real one does."""
+    real = acting_packages.build_command
 
-    def gated(device_type: str):
-        function = real_compile(device_type)
+    def command(spec_path: Path, path: Path) -> list[str]:
+        if started is not None:
+            started.append(1)
+        hold = "import pathlib, sys, time\nwhile not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.05)"
+        run = "import runpy; sys.argv = sys.argv[2:]; runpy.run_module(sys.argv[0], run_name='__main__')"
+        module_and_files = real(spec_path, path)[2:]  # [python, -m, module, spec, package, niceness]
+        return [sys.executable, "-c", f"{hold}\n{run}", str(gate), *module_and_files]
 
-        def call(*args, **kwargs):
-            compiled_calls.append(threading.current_thread().name)
-            assert gate.wait(120), "the test never opened the gate"
-            return function(*args, **kwargs)
+    return command
 
-        return call
 
-    monkeypatch.setattr(compiled_acting, "compile_sample_and_score", gated)
-    eager, compiled = make_pair(QVPO, background=True)
+def test_package_builds_never_make_a_call_wait_before_the_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child is held at a gate: every call before the switch acts eagerly at once, with the eager
+    # model's exact draws (starting the build drew nothing). The switching call (the 6th) waits for
+    # the build, so it is the same call in every run; then the calls take the package.
+    gate = tmp_path / "gate"
+    monkeypatch.setattr(acting_packages, "build_command", gated_build_command(gate))
+    eager, compiled = make_pair(QVPO, compile_after=5, background=True)
     obs = np.stack([compiled.observation_space.sample() for _ in range(2)])
     acting = compiled.policy.compiled_acting
-    for _ in range(3):
-        for deterministic in (True, False):
-            expected, actions = predict_both(eager, compiled, obs, deterministic)
-            np.testing.assert_array_equal(actions, expected)
-    assert not acting.compiled_keys and len(acting._compiling) == 2  # two batch sizes, each compiling once
-    assert all(name.startswith("sb3_qvpo-compile") for name in compiled_calls)
-    gate.set()
-    assert acting.wait(timeout=300)
-    assert len(acting.compiled_keys) == 2 and not acting.failed_keys
-    graphs_before = dict(th._dynamo.utils.counters["stats"])
-    for deterministic in (True, False):
-        expected, actions = predict_both(eager, compiled, obs, deterministic)
-        np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)
-    assert compiled_calls.count(threading.main_thread().name) == 2  # the compiled path served both ...
-    assert dict(th._dynamo.utils.counters["stats"]) == graphs_before  # ... with what the thread compiled
-
-
-def test_a_failed_background_compilation_leaves_acting_eager(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:
-    def no_compiler(device_type: str):
-        def fail(*args, **kwargs):
-            raise RuntimeError("no C++ compiler here")
-
-        return fail
-
-    monkeypatch.setattr(compiled_acting, "compile_sample_and_score", no_compiler)
-    eager, compiled = make_pair(QVPO, background=True)
-    obs = compiled.observation_space.sample()
-    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
-        predict_both(eager, compiled, obs, deterministic=True)
-        assert compiled.policy.compiled_acting.wait(timeout=60)
-    assert "acting stays eager" in caplog.text and compiled.policy.compiled_acting.failed_keys
-    for _ in range(2):
+    assert acting.build_after == 0
+    for _ in range(5):
         expected, actions = predict_both(eager, compiled, obs, deterministic=True)
         np.testing.assert_array_equal(actions, expected)
-    assert len(compiled.policy.compiled_acting._compiling) == 1  # not tried again
+    (build,) = acting._builds.values()
+    assert not build.finished() and not acting.compiled_keys  # held at the gate, and nobody waited for it
+    threading.Timer(1.0, gate.touch).start()
+    for _ in range(2):
+        expected, actions = predict_both(eager, compiled, obs, deterministic=True)
+        np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)
+        assert len(acting.compiled_keys) == 1 and not acting.failed_keys and build.finished()
+
+
+def test_when_ready_switches_without_waiting_and_a_later_model_reuses_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = tmp_path / "gate"
+    started: list[int] = []
+    monkeypatch.setattr(acting_packages, "build_command", gated_build_command(gate, started))
+    eager, compiled = make_pair(QVPO, compile_after=3, background=True, compiled_acting_when_ready=True)
+    obs = np.stack([compiled.observation_space.sample() for _ in range(2)])
+    acting = compiled.policy.compiled_acting
+    for _ in range(6):  # past compile_after too: when ready never waits
+        expected, actions = predict_both(eager, compiled, obs, deterministic=True)
+        np.testing.assert_array_equal(actions, expected)
+    assert not acting.compiled_keys and len(started) == 1
+    gate.touch()
+    assert acting.wait(timeout=300)
+    for _ in range(3):  # the first call may still find inductor's CPU probe running, the next ones not
+        expected, actions = predict_both(eager, compiled, obs, deterministic=True)
+        np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)
+    assert len(acting.compiled_keys) == 1 and not acting.failed_keys
+    # A later model of the same sizes (as a later process) finds the package: compiled from its
+    # first call, nothing built; with the default switch, it still acts eagerly until its threshold.
+    later = QVPO(
+        "MlpPolicy", "Pendulum-v1", buffer_size=100, seed=0, policy_kwargs=dict(SMALL, compiled_acting_when_ready=True)
+    )
+    later.policy.load_state_dict(eager.policy.state_dict())
+    expected, actions = predict_both(eager, later, obs, deterministic=True)
+    np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)
+    assert later.policy.compiled_acting.compiled_keys and len(started) == 1
+    fixed = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=100, seed=0, policy_kwargs=dict(SMALL, compile_acting_after=2))
+    fixed.policy.load_state_dict(eager.policy.state_dict())
+    for call in range(3):
+        predict_both(eager, fixed, obs, deterministic=True)
+        assert bool(fixed.policy.compiled_acting.compiled_keys) == (call == 2)
+    assert len(started) == 1
+
+
+def test_a_later_process_acts_compiled_from_its_first_call(tmp_path: Path) -> None:
+    # The package's name depends only on the sizes, torch, the CPU and the traced code: a second
+    # process finds what the first built and gives the same actions bit for bit.
+    script = tmp_path / "act.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import numpy as np
+            import torch as th
+            from sb3_qvpo import QVPO
+            from sb3_qvpo.common import acting_packages
+
+            th.set_num_threads(1)
+            kwargs = dict(net_arch=[16, 16], n_diffusion_steps=3, compile_acting_after=int(sys.argv[1]),
+                          compiled_acting_when_ready=True)
+            model = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=100, seed=0, policy_kwargs=kwargs)
+            acting_packages.start_cpu_probe()
+            acting_packages._cpu_probe.join()
+            obs = np.array([[0.5, -0.5, 1.0]], dtype=np.float32)
+            actions = model.predict(obs, deterministic=True)[0]
+            model.policy.compiled_acting.wait()
+            print(bool(model.policy.compiled_acting.compiled_keys), repr(actions.ravel().tolist()))
+            """
+        )
+    )
+    outputs = []
+    for compile_after in (0, 1_000_000):
+        result = subprocess.run([sys.executable, str(script), str(compile_after)], capture_output=True, text=True, check=True)
+        outputs.append(result.stdout.strip().splitlines()[-1])
+    first, second = outputs
+    assert first.startswith("False") and second.startswith("True")  # built by the first, used by the second
+    eager = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=100, seed=0, policy_kwargs=dict(SMALL, compile_acting_after=None))
+    expected = eager.predict(np.array([[0.5, -0.5, 1.0]], dtype=np.float32), deterministic=True)[0]
+    np.testing.assert_allclose(eval(second.split(" ", 1)[1]), expected.ravel(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["qsm", "dipo", "diffusion_ql"])
+def test_packages_give_the_eager_actions(name: str) -> None:
+    # QSM: one sample plus noise (ReLU critic, x_t clipping, Fourier time features); DIPO: a
+    # noise-free chain without scoring; Diffusion-QL: the target critic's min-Q of 50 candidates.
+    eager, compiled = make_pair(ALGORITHMS[name], background=True, compiled_acting_when_ready=True)
+    obs = np.stack([compiled.observation_space.sample() for _ in range(3)])
+    predict_both(eager, compiled, obs, deterministic=True)
+    assert compiled.policy.compiled_acting.wait(timeout=300)
+    for _ in range(3):
+        expected, actions = predict_both(eager, compiled, obs, deterministic=True)
+        np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)
+    assert compiled.policy.compiled_acting.compiled_keys and not compiled.policy.compiled_acting.failed_keys
+
+
+def test_a_failed_build_or_a_damaged_package_leaves_acting_eager(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[int] = []
+
+    def failing(spec_path: Path, path: Path) -> list[str]:
+        started.append(1)
+        return [sys.executable, "-c", "raise SystemExit('no C++ compiler here')"]
+
+    monkeypatch.setattr(acting_packages, "build_command", failing)
+    eager, compiled = make_pair(QVPO, compile_after=1, background=True)
+    obs = compiled.observation_space.sample()
+    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
+        for _ in range(3):
+            expected, actions = predict_both(eager, compiled, obs, deterministic=True)
+            np.testing.assert_array_equal(actions, expected)
+    assert "its build failed" in caplog.text and "no C++ compiler here" in caplog.text and "acting stays eager" in caplog.text
+    assert compiled.policy.compiled_acting.failed_keys and len(started) == 1  # not tried again
+    # A damaged file where the package should be: a warning, and eager acting with the same draws.
+    caplog.clear()
+    ((_, path),) = [found for found in compiled.policy.compiled_acting._package_specs.values() if found is not None]
+    path.write_bytes(b"not a package")
+    other = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=100, seed=0, policy_kwargs=dict(SMALL, compile_acting_after=0))
+    other.policy.load_state_dict(eager.policy.state_dict())
+    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
+        for deterministic in (True, True, False):
+            th.manual_seed(3)
+            expected = eager.predict(obs, deterministic=deterministic)[0]
+            th.manual_seed(3)
+            np.testing.assert_array_equal(other.predict(obs, deterministic=deterministic)[0], expected)
+    assert "loading" in caplog.text and "acting stays eager" in caplog.text
+
+
+def test_package_specs_name_what_the_package_depends_on() -> None:
+    _, compiled = make_pair(QVPO, compile_after=0, background=True, compiled_acting_when_ready=True)
+    compiled.policy.compiled_acting.compile_after = 10**9  # record the spec, build nothing
+    compiled.predict(compiled.observation_space.sample(), deterministic=True)
+    ((spec, path),) = compiled.policy.compiled_acting._package_specs.values()
+    assert acting_packages.ActingSpec.from_json(spec.to_json()) == spec
+    assert spec.x_shape == (32, 1) and spec.n_per_state == 32 and spec.critic_shapes is not None and spec.n_critics == 2
+    assert path.name == f"acting_{spec.key()}.pt2" and not path.exists()
+    for change in (dict(num_threads=spec.num_threads + 1), dict(n_per_state=4), dict(clip_x0=not spec.clip_x0)):
+        assert dataclasses.replace(spec, **change).key() != spec.key()
 
 
 @pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
@@ -253,20 +372,3 @@ def test_compiled_acting_on_cuda_gives_the_eager_actions() -> None:
         expected, actions = predict_both(eager, compiled, obs, deterministic)
         np.testing.assert_allclose(actions, expected, rtol=1e-4, atol=1e-4)
     assert compiled.policy.compiled_acting.compiled_keys
-
-
-def test_compiling_waits_in_the_calling_thread_by_default_and_background_warns() -> None:
-    # torch's tracer patches nn.Module.__call__ process-wide while it compiles: a background compile
-    # crashed a DIPO training run (NameError in the critic's forward), so it is opt-in and warns.
-    model = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL))
-    assert model.policy.compile_in_background is False and model.policy.compiled_acting.background is False
-    with pytest.warns(UserWarning, match="compile_in_background=True is unsafe"):
-        QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, compile_in_background=True))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # never compiling: nothing to warn about
-        QVPO(
-            "MlpPolicy",
-            "Pendulum-v1",
-            buffer_size=10,
-            policy_kwargs=dict(SMALL, compile_in_background=True, compile_acting_after=None),
-        )

@@ -12,11 +12,11 @@ meanwhile, then loads the package (milliseconds) and calls it. Packages hold no 
 weights are inputs), so one package serves every model of the same sizes, and a later process finds
 it on disk and acts compiled from its first call.
 
-The child is ``python -m sb3_qvpo.common.acting_packages SPEC PACKAGE``; it runs at a lower CPU
-priority and is stopped when the acting process exits.
+The child is ``python -m sb3_qvpo.common.acting_packages SPEC PACKAGE NICENESS``; it runs at a
+lower CPU priority (:data:`BUILD_NICENESS`) and finishes even if the acting process exits first (a
+short evaluation), so that the next process finds the package (:func:`stop_builds` stops them).
 """
 
-import atexit
 import dataclasses
 import functools
 import hashlib
@@ -46,6 +46,9 @@ PACKAGE_OPTIONS = {"pattern_matcher": False}
 TRACED_SOURCES = ("common/acting_graph.py", "common/acting_packages.py", "diffusion/compiled_chain.py")
 ACTIVATION_NAMES = {function: kind.__name__ for kind, function in ACTIVATION_FUNCTIONS.items()}
 FUNCTIONS_BY_NAME = {kind.__name__: function for kind, function in ACTIVATION_FUNCTIONS.items()}
+# How much lower the build's CPU priority is than the acting process's (os.nice): on a busy machine
+# the training or acting goes first.
+BUILD_NICENESS = 10
 
 Shape = tuple[int, ...]
 
@@ -248,7 +251,7 @@ def build_package(spec: ActingSpec, path: Path) -> None:
 
 def build_command(spec_path: Path, path: Path) -> list[str]:
     """The child process's command line (a function, so that tests can hold a build back)."""
-    return [sys.executable, "-m", "sb3_qvpo.common.acting_packages", str(spec_path), str(path)]
+    return [sys.executable, "-m", "sb3_qvpo.common.acting_packages", str(spec_path), str(path), str(BUILD_NICENESS)]
 
 
 class PackageBuild:
@@ -314,19 +317,21 @@ def start_build(spec: ActingSpec, path: Path) -> PackageBuild:
     return BUILDS[path]
 
 
-@atexit.register
 def stop_builds() -> None:
-    """Stop the builds still running (at exit: a process that has stopped acting needs none of them)."""
+    """
+    Stop the builds still running. Not called at exit: a build outlives a process that ends first
+    (a short evaluation), at its lower priority, so that the next process finds the package.
+    """
     for build in list(BUILDS.values()):
         build.stop()
     BUILDS.clear()
 
 
 def main(arguments: list[str]) -> None:
-    """The child process: build the package of a spec file."""
-    spec_path, path = (Path(argument) for argument in arguments)
-    if hasattr(os, "nice"):
-        os.nice(10)  # the acting process goes first
+    """The child process: build the package of a spec file (arguments: spec file, package file, niceness)."""
+    spec_path, path, niceness = Path(arguments[0]), Path(arguments[1]), int(arguments[2])
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
     build_package(ActingSpec.from_json(spec_path.read_text()), path)
 
 

@@ -328,24 +328,28 @@ class CompiledActing:
             self._fail(key, n_rows, "its activation has no compiled form")
             return None
         spec, path = found
-        acting_packages.start_cpu_probe()
-        switching = count > self.compile_after if self.compile_after is not None else False
+        # The call that switches at a fixed count (waiting for what it needs); with when_ready, none.
+        switching = not self.when_ready and self.compile_after is not None and count > self.compile_after
         if not path.exists() and count > self.build_after:
             build = self._builds.get(key)
             if build is None:
+                acting_packages.start_cpu_probe()  # for the load to come
                 build = self._builds[key] = acting_packages.start_build(spec, path)
                 logger.info("Building the acting package of %d rows in a child process (%s)", n_rows, path)
-            if switching and not self.when_ready and not build.finished():
+            if switching and not build.finished():
                 start = time.perf_counter()
                 build.wait()
                 logger.info("Acting for %d rows waited %.1f s for its package", n_rows, time.perf_counter() - start)
             if build.finished() and build.error() is not None:
                 self._fail(key, n_rows, f"its build failed ({build.error()})")
                 return None
+        on_disk = path.exists()
+        if on_disk:
+            acting_packages.start_cpu_probe()  # for the load to come
         if not (switching or self.when_ready):
             return None
-        if not path.exists() or not (switching or acting_packages.loader_ready()):
-            if path.exists() or key in self._builds:
+        if not on_disk or not (switching or acting_packages.loader_ready()):
+            if on_disk or key in self._builds:
                 self._pending.add(key)  # when ready: look again at the next call
             return None
         self._pending.discard(key)
