@@ -1,6 +1,6 @@
 """
-How long the call that compiles the acting path waits (the default: compiled in the calling thread),
-in a first process with an empty inductor cache and in a second process that finds the first one's
+How long the call that compiles the acting path waits when it compiles in the calling thread
+(``compile_in_background=False``; the default before 0.3), in a first process with an empty inductor cache and in a second process that finds the first one's
 cache on disk. Hopper-v5 sizes, the paper's QVPO policy (3x256 Mish, T 20), best of 32
 (``predict(deterministic=True)``), ``compile_acting_after=0``, one torch thread.
 
@@ -8,12 +8,12 @@ cache on disk. Hopper-v5 sizes, the paper's QVPO policy (3x256 Mish, T 20), best
 """
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fresh_process import run_fresh
 
 RESULTS = Path(__file__).resolve().parent / "results" / "compile_stall_cpu.md"
 CALLS_AFTER = 100
@@ -50,13 +50,10 @@ def main() -> None:
         print(json.dumps(measure()))
         return
     with tempfile.TemporaryDirectory() as cache:
-        environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "OMP_NUM_THREADS": "1"}
-        runs = {}
-        for name in ("first process (empty cache)", "second process (the first one's cache)"):
-            output = subprocess.run(
-                [sys.executable, __file__, "--child"], env=environment, capture_output=True, text=True, check=True
-            ).stdout
-            runs[name] = json.loads(output.strip().splitlines()[-1])
+        runs = {
+            name: run_fresh(__file__, [], cache)
+            for name in ("first process (empty cache)", "second process (the first one's cache)")
+        }
     lines = [
         f"Command: `python {' '.join(sys.argv)}`",
         "",

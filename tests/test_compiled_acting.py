@@ -189,6 +189,18 @@ def test_compile_acting_after_is_checked_saved_and_not_pickled(tmp_path) -> None
             QVPO("MlpPolicy", "Pendulum-v1", buffer_size=10, policy_kwargs=dict(SMALL, **{keyword: "yes"}))
     model.policy.compiled_acting.calls[("key",)] = 3
     assert copy.deepcopy(model.policy).compiled_acting.calls == {}
+    # Changed on a loaded policy (a deployment); a save keeps the model's policy_kwargs, as for every
+    # policy keyword SB3 saves.
+    loaded.policy.set_compiled_acting(0, compiled_acting_when_ready=True)
+    acting = loaded.policy.compiled_acting
+    assert (acting.compile_after, acting.background, acting.when_ready) == (0, True, True)
+    assert (loaded.policy.compile_acting_after, loaded.policy.compile_in_background) == (0, True)
+    loaded.save(tmp_path / "changed")
+    reloaded = QVPO.load(tmp_path / "changed").policy
+    saved = (reloaded.compile_acting_after, reloaded.compile_in_background, reloaded.compiled_acting_when_ready)
+    assert saved == (7, False, True)
+    with pytest.raises(ValueError, match="compile_acting_after"):
+        reloaded.set_compiled_acting(-3)
 
 
 def gated_build_command(gate: Path, started: list[int] | None = None):

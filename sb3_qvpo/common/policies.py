@@ -259,10 +259,7 @@ class DiffusionPolicy(BasePolicy):
         self.use_actor_target = use_actor_target
         self.action_selection = action_selection
         self.score_with_target_critic = score_with_target_critic
-        self.compile_acting_after = compile_acting_after
-        self.compile_in_background = compile_in_background
-        self.compiled_acting_when_ready = compiled_acting_when_ready
-        self.compiled_acting = CompiledActing(compile_acting_after, compile_in_background, compiled_acting_when_ready)
+        self.set_compiled_acting(compile_acting_after, compile_in_background, compiled_acting_when_ready)
         self.actor_kwargs = {
             "observation_space": self.observation_space,
             "action_space": self.action_space,
@@ -303,6 +300,22 @@ class DiffusionPolicy(BasePolicy):
         ):
             raise ValueError(f"n_acting_steps must be an integer in [1, T={self.n_diffusion_steps}] or None, got {n_steps!r}")
         self._n_acting_steps = n_steps
+
+    def set_compiled_acting(
+        self,
+        compile_acting_after: int | None,
+        compile_in_background: bool = True,
+        compiled_acting_when_ready: bool = False,
+    ) -> None:
+        """
+        How acting compiles (the constructor's keywords of the same names), also on a trained or
+        loaded policy, e.g. ``set_compiled_acting(0, compiled_acting_when_ready=True)`` for a
+        deployed one; the call counts start afresh. A saved model keeps its ``policy_kwargs``.
+        """
+        self.compiled_acting = CompiledActing(compile_acting_after, compile_in_background, compiled_acting_when_ready)
+        self.compile_acting_after = compile_acting_after
+        self.compile_in_background = compile_in_background
+        self.compiled_acting_when_ready = compiled_acting_when_ready
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.actor = self.make_actor()
