@@ -1,8 +1,9 @@
 """
 How long the call that compiles the acting path waits when it compiles in the calling thread
-(``compile_in_background=False``; the default before 0.3), in a first process with an empty inductor cache and in a second process that finds the first one's
-cache on disk. Hopper-v5 sizes, the paper's QVPO policy (3x256 Mish, T 20), best of 32
-(``predict(deterministic=True)``), ``compile_acting_after=0``, one torch thread.
+(``compile_in_background=False``; the default before 0.3), in a first process with an empty
+inductor cache and in a second process that finds the first one's cache on disk. Hopper-v5 sizes,
+the paper's QVPO policy (3x256 Mish, T 20), best of 32 (``predict(deterministic=True)``),
+``compile_acting_after=0``, one torch thread.
 
     python benchmarks/compile_stall.py     # writes benchmarks/results/compile_stall_cpu.md
 """
@@ -57,7 +58,7 @@ def main() -> None:
     lines = [
         f"Command: `python {' '.join(sys.argv)}`",
         "",
-        "The call that compiles the acting path (default: in the calling thread), Hopper-v5 sizes, the paper's",
+        "The call that compiles the acting path in the calling thread, Hopper-v5 sizes, the paper's",
         f"QVPO policy, best of 32, one torch thread; then the mean of {CALLS_AFTER} compiled calls.",
         "",
         "| process | compiling call (s) | compiled call (ms) |",
