@@ -24,11 +24,12 @@ Three measurements, each configuration in a fresh process with an empty inductor
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fresh_process import run_fresh
 
 CONFIGS = {
     "before 0.3 (compiled in the calling thread at call 10,000)": dict(
@@ -92,13 +93,7 @@ def measure(measurement: str, config: dict, seed: int, scale: float = 1.0) -> di
 
 
 def run_child(measurement: str, config_name: str, seed: int, cache_dir: str, scale: float) -> dict:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir, "OMP_NUM_THREADS": "1"}
-    env.pop("SB3_QVPO_ACTING_CACHE", None)  # packages go to the inductor cache folder of the run
-    command = [sys.executable, __file__, "--child", measurement, config_name, str(seed), str(scale)]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent)
-    if completed.returncode != 0:
-        raise RuntimeError(completed.stderr[-3000:])
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_fresh(__file__, [measurement, config_name, str(seed), str(scale)], cache_dir)
 
 
 def render(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -> str:
