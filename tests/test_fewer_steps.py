@@ -20,6 +20,12 @@ from sb3_qvpo.diffusion.schedules import strided_timesteps
 ALGORITHMS = {"QVPO": QVPO, "QSM": QSM, "DIPO": DIPO, "DiffusionQL": DiffusionQL, "CGPO": CGPO}
 
 
+def seeded_observations(space: Any, n: int, seed: int = 0) -> np.ndarray:
+    """n observations drawn from ``space`` with its own generator seeded: the same in every run."""
+    space.seed(seed)
+    return np.stack([space.sample() for _ in range(n)])
+
+
 def make(name: str, env: Any = "Pendulum-v1", **policy_kwargs: Any) -> Any:
     """A tiny model (T = 5) of the algorithm called ``name``, ``policy_kwargs`` added to its policy's."""
     kwargs = tiny_kwargs() if name == "QVPO" else baseline_kwargs(name)
@@ -95,7 +101,7 @@ def test_fast_sampler_gives_the_reference_strided_chain() -> None:
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_s_equal_t_is_todays_chain_and_fewer_steps_act_in_bounds(name: str) -> None:
     model = make(name, AsymmetricBoxEnv())
-    obs = np.stack([model.observation_space.sample() for _ in range(3)])
+    obs = seeded_observations(model.observation_space, 3)
     n_steps = model.policy.n_diffusion_steps
     default = model.predict(obs, deterministic=True)[0]
     th.manual_seed(4)
@@ -128,7 +134,7 @@ def test_training_keeps_t_steps_and_saved_models_keep_the_setting(tmp_path: Path
     model.save(tmp_path / "model.zip")
     loaded = QVPO.load(tmp_path / "model.zip")
     assert loaded.policy.n_acting_steps == 2
-    obs = loaded.observation_space.sample()
+    obs = seeded_observations(loaded.observation_space, 1)[0]
     np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
 
 
@@ -150,7 +156,7 @@ def test_compiled_acting_gives_the_eager_strided_actions() -> None:
     eager = make("QVPO", n_acting_steps=2, compile_acting_after=None)
     compiled = make("QVPO", n_acting_steps=2, compile_acting_after=0, compile_in_background=False)
     compiled.policy.load_state_dict(eager.policy.state_dict())
-    obs = np.stack([eager.observation_space.sample() for _ in range(2)])
+    obs = seeded_observations(eager.observation_space, 2)
     for deterministic in (True, False):
         th.manual_seed(5)
         expected = eager.predict(obs, deterministic=deterministic)[0]
@@ -168,7 +174,7 @@ def test_onnx_export_honours_the_step_count(tmp_path: Path, name: str) -> None:
     model = make(name, AsymmetricBoxEnv())
     model.policy.n_acting_steps = 2
     assert acting_noise(model.policy, 3, deterministic=False).shapes["chain_noise"][0] == 2
-    obs = np.stack([model.observation_space.sample() for _ in range(3)])
+    obs = seeded_observations(model.observation_space, 3)
     export_onnx(model, tmp_path / "det.onnx", deterministic=True, batch_size=3)
     np.testing.assert_allclose(
         OnnxPolicy(tmp_path / "det.onnx").predict(obs), model.predict(obs, deterministic=True)[0], atol=1e-5
