@@ -191,6 +191,10 @@ class CompiledActing:
         self._package_specs: dict[tuple, tuple[acting_packages.ActingSpec, Path] | None] = {}
         self._builds: dict[tuple, acting_packages.PackageBuild] = {}
         self._pending: set[tuple] = set()
+        if background and when_ready and compile_after is not None:
+            # A policy that switches when ready will load a package soon: inductor's CPU probe, which
+            # the first load needs, starts now rather than beside the first calls.
+            acting_packages.start_cpu_probe()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled or deep-copied (a policy copy): the counts and caches start afresh."""
