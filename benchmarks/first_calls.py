@@ -96,9 +96,17 @@ def run_child(measurement: str, config_name: str, seed: int, cache_dir: str, sca
     return run_fresh(__file__, [measurement, config_name, str(seed), str(scale)], cache_dir)
 
 
+def mean_of(runs: list[dict], key: str) -> float | None:
+    return sum(run[key] for run in runs) / len(runs) if runs else None
+
+
 def render(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -> str:
+    """The table; a measurement not run (``--measurements``) shows as a dash."""
+    command = f"python benchmarks/first_calls.py --rounds {args.rounds}"
+    if set(args.measurements) != set(MEASUREMENTS):
+        command += f" --measurements {' '.join(args.measurements)} --output {args.output}"
     lines = [
-        f"Command: `python benchmarks/first_calls.py --rounds {args.rounds}`; one torch thread, each run a fresh process",
+        f"Command: `{command}`; one torch thread, each run a fresh process",
         "with empty inductor and package caches except the warm row (its configuration once more, its caches kept);",
         "mean over rounds",
         "(in each round the configurations run one after the other).",
@@ -108,15 +116,13 @@ def render(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) 
         "|---|---|---|---|---|",
     ]
     for name, by_measurement in results.items():
-        pendulum = sum(r["seconds"] for r in by_measurement["pendulum"]) / len(by_measurement["pendulum"])
-        evaluate = sum(r["seconds"] for r in by_measurement["evaluate"]) / len(by_measurement["evaluate"])
-        latency = {
-            key: sum(r[key] for r in by_measurement["latency"]) / len(by_measurement["latency"])
-            for key in by_measurement["latency"][0]
-        }
+        pendulum, evaluate = mean_of(by_measurement["pendulum"], "seconds"), mean_of(by_measurement["evaluate"], "seconds")
+        latency = {key: mean_of(by_measurement["latency"], key) for key in ("mean_ms", "median_ms", "p99_ms", "max_ms")}
+        last_100 = mean_of(by_measurement["latency"], "last_100_mean_ms")
+        latency_cell = "-" if last_100 is None else " / ".join(f"{latency[key]:.2f}" for key in latency)
+        cells = ["-" if value is None else f"{value:.1f}" for value in (pendulum, evaluate)]
         lines.append(
-            f"| {name} | {pendulum:.1f} | {evaluate:.1f} | {latency['mean_ms']:.2f} / {latency['median_ms']:.2f} / "
-            f"{latency['p99_ms']:.2f} / {latency['max_ms']:.1f} | {latency['last_100_mean_ms']:.2f} |"
+            f"| {name} | {cells[0]} | {cells[1]} | {latency_cell} | {'-' if last_100 is None else f'{last_100:.2f}'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -144,9 +150,9 @@ def main() -> None:
                     cache = os.path.join(root, str(list(CONFIGS).index(WARM) if name.endswith("warm cache") else index))
                     results[name][measurement].append(run_child(measurement, name, args.seed, cache, args.scale))
                     print(name, measurement, results[name][measurement][-1], flush=True)
-    table = render({name: r for name, r in results.items() if all(r[m] for m in MEASUREMENTS)}, args)
+    table = render(results, args)
     print(table)
-    if args.scale == 1.0 and all(results[name][m] for name in names for m in MEASUREMENTS):
+    if args.scale == 1.0:
         args.output.write_text(table)
 
 
