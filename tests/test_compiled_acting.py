@@ -360,6 +360,21 @@ def test_a_failed_build_or_a_damaged_package_leaves_acting_eager(
     assert "loading" in caplog.text and "acting stays eager" in caplog.text
 
 
+def test_a_package_folder_that_cannot_be_used_leaves_acting_eager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("a file where the folder should be")
+    monkeypatch.setenv(acting_packages.CACHE_VARIABLE, str(not_a_folder / "packages"))
+    eager, compiled = make_pair(QVPO, compile_after=0, background=True)
+    obs = compiled.observation_space.sample()
+    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
+        for deterministic in (True, False, True):
+            expected, actions = predict_both(eager, compiled, obs, deterministic)
+            np.testing.assert_array_equal(actions, expected)
+    assert "its build could not start" in caplog.text and len(compiled.policy.compiled_acting.failed_keys) == 2
+
+
 def test_package_specs_name_what_the_package_depends_on() -> None:
     _, compiled = make_pair(QVPO, compile_after=0, background=True, compiled_acting_when_ready=True)
     compiled.policy.compiled_acting.compile_after = 10**9  # record the spec, build nothing

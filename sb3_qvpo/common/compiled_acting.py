@@ -305,7 +305,11 @@ class CompiledActing:
                 # Zeros for the draws: the spec needs only their shapes, and the callers' random streams stay untouched.
                 example = chain_draws([th.zeros((n_rows, action_dim), device=device, dtype=dtype)] * n_draws)
                 spec = acting_packages.ActingSpec.from_arguments((*example, *chain_inputs, plan.actor_activation, scoring))
-                self._package_specs[key] = None if spec is None else (spec, acting_packages.package_path(spec))
+                try:
+                    self._package_specs[key] = None if spec is None else (spec, acting_packages.package_path(spec))
+                except OSError as error:  # no usable cache folder (inductor's is made here)
+                    self._fail(key, n_rows, f"its package folder cannot be used ({error!r})")
+                    return None
             runner = self._find_package(key, count, n_rows)
             if runner is None:
                 return None
@@ -337,8 +341,12 @@ class CompiledActing:
         if not path.exists() and count > self.build_after:
             build = self._builds.get(key)
             if build is None:
+                try:
+                    build = self._builds[key] = acting_packages.start_build(spec, path)
+                except OSError as error:  # a read-only folder, no Python to start
+                    self._fail(key, n_rows, f"its build could not start ({error!r})")
+                    return None
                 acting_packages.start_cpu_probe()  # for the load to come
-                build = self._builds[key] = acting_packages.start_build(spec, path)
                 logger.info("Building the acting package of %d rows in a child process (%s)", n_rows, path)
             if switching and not build.finished():
                 start = time.perf_counter()
