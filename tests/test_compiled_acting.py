@@ -360,6 +360,22 @@ def test_a_failed_build_or_a_damaged_package_leaves_acting_eager(
     assert "loading" in caplog.text and "acting stays eager" in caplog.text
 
 
+def test_a_build_that_never_ends_does_not_hang_the_switching_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(acting_packages, "build_command", gated_build_command(tmp_path / "never"))
+    monkeypatch.setattr(acting_packages, "BUILD_TIMEOUT_S", 1.0)
+    eager, compiled = make_pair(QVPO, compile_after=2, background=True)
+    obs = compiled.observation_space.sample()
+    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
+        for _ in range(4):
+            expected, actions = predict_both(eager, compiled, obs, deterministic=True)
+            np.testing.assert_array_equal(actions, expected)
+    assert "was stopped" in caplog.text and compiled.policy.compiled_acting.failed_keys
+    ((build,),) = [list(compiled.policy.compiled_acting._builds.values())]
+    assert build.finished()  # stopped, not left running
+
+
 def test_a_package_folder_that_cannot_be_used_leaves_acting_eager(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -49,6 +49,9 @@ FUNCTIONS_BY_NAME = {kind.__name__: function for kind, function in ACTIVATION_FU
 # How much lower the build's CPU priority is than the acting process's (os.nice): on a busy machine
 # the training or acting goes first.
 BUILD_NICENESS = 10
+# The longest the switching call waits for a build still running (a hung compiler must not hang
+# acting); then the build is stopped and that batch size acts eagerly.
+BUILD_TIMEOUT_S = 600.0
 
 Shape = tuple[int, ...]
 

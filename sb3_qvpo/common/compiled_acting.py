@@ -350,7 +350,10 @@ class CompiledActing:
                 logger.info("Building the acting package of %d rows in a child process (%s)", n_rows, path)
             if switching and not build.finished():
                 start = time.perf_counter()
-                build.wait()
+                if not build.wait(acting_packages.BUILD_TIMEOUT_S):
+                    build.stop()
+                    self._fail(key, n_rows, f"its build took over {acting_packages.BUILD_TIMEOUT_S} s and was stopped")
+                    return None
                 logger.info("Acting for %d rows waited %.1f s for its package", n_rows, time.perf_counter() - start)
             if build.finished() and build.error() is not None:
                 self._fail(key, n_rows, f"its build failed ({build.error()})")
