@@ -327,6 +327,21 @@ def test_packages_give_the_eager_actions(name: str) -> None:
     assert compiled.policy.compiled_acting.compiled_keys and not compiled.policy.compiled_acting.failed_keys
 
 
+def assert_stays_eager(
+    eager: DiffusionOffPolicyAlgorithm,
+    compiled: DiffusionOffPolicyAlgorithm,
+    obs: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
+    modes: tuple[bool, ...],
+) -> str:
+    """Acts once per entry of ``modes`` (deterministic or not): the eager actions exactly; returns the warnings logged."""
+    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
+        for deterministic in modes:
+            expected, actions = predict_both(eager, compiled, obs, deterministic)
+            np.testing.assert_array_equal(actions, expected)
+    return caplog.text
+
+
 def test_a_failed_build_or_a_damaged_package_leaves_acting_eager(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -339,11 +354,8 @@ def test_a_failed_build_or_a_damaged_package_leaves_acting_eager(
     monkeypatch.setattr(acting_packages, "build_command", failing)
     eager, compiled = make_pair(QVPO, compile_after=1, background=True)
     obs = compiled.observation_space.sample()
-    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
-        for _ in range(3):
-            expected, actions = predict_both(eager, compiled, obs, deterministic=True)
-            np.testing.assert_array_equal(actions, expected)
-    assert "its build failed" in caplog.text and "no C++ compiler here" in caplog.text and "acting stays eager" in caplog.text
+    logged = assert_stays_eager(eager, compiled, obs, caplog, (True, True, True))
+    assert "its build failed" in logged and "no C++ compiler here" in logged and "acting stays eager" in logged
     assert compiled.policy.compiled_acting.failed_keys and len(started) == 1  # not tried again
     # A damaged file where the package should be: a warning, and eager acting with the same draws.
     caplog.clear()
@@ -351,13 +363,8 @@ def test_a_failed_build_or_a_damaged_package_leaves_acting_eager(
     path.write_bytes(b"not a package")
     other = QVPO("MlpPolicy", "Pendulum-v1", buffer_size=100, seed=0, policy_kwargs=dict(SMALL, compile_acting_after=0))
     other.policy.load_state_dict(eager.policy.state_dict())
-    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
-        for deterministic in (True, True, False):
-            th.manual_seed(3)
-            expected = eager.predict(obs, deterministic=deterministic)[0]
-            th.manual_seed(3)
-            np.testing.assert_array_equal(other.predict(obs, deterministic=deterministic)[0], expected)
-    assert "loading" in caplog.text and "acting stays eager" in caplog.text
+    logged = assert_stays_eager(eager, other, obs, caplog, (True, True, False))
+    assert "loading" in logged and "acting stays eager" in logged
 
 
 def test_a_build_that_never_ends_does_not_hang_the_switching_call(
@@ -367,11 +374,8 @@ def test_a_build_that_never_ends_does_not_hang_the_switching_call(
     monkeypatch.setattr(acting_packages, "BUILD_TIMEOUT_S", 1.0)
     eager, compiled = make_pair(QVPO, compile_after=2, background=True)
     obs = compiled.observation_space.sample()
-    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
-        for _ in range(4):
-            expected, actions = predict_both(eager, compiled, obs, deterministic=True)
-            np.testing.assert_array_equal(actions, expected)
-    assert "was stopped" in caplog.text and compiled.policy.compiled_acting.failed_keys
+    assert "was stopped" in assert_stays_eager(eager, compiled, obs, caplog, (True, True, True, True))
+    assert compiled.policy.compiled_acting.failed_keys
     ((build,),) = [list(compiled.policy.compiled_acting._builds.values())]
     assert build.finished()  # stopped, not left running
 
@@ -384,11 +388,8 @@ def test_a_package_folder_that_cannot_be_used_leaves_acting_eager(
     monkeypatch.setenv(acting_packages.CACHE_VARIABLE, str(not_a_folder / "packages"))
     eager, compiled = make_pair(QVPO, compile_after=0, background=True)
     obs = compiled.observation_space.sample()
-    with caplog.at_level(logging.WARNING, logger="sb3_qvpo.common.compiled_acting"):
-        for deterministic in (True, False, True):
-            expected, actions = predict_both(eager, compiled, obs, deterministic)
-            np.testing.assert_array_equal(actions, expected)
-    assert "its build could not start" in caplog.text and len(compiled.policy.compiled_acting.failed_keys) == 2
+    assert "its build could not start" in assert_stays_eager(eager, compiled, obs, caplog, (True, False, True))
+    assert len(compiled.policy.compiled_acting.failed_keys) == 2
 
 
 def test_package_specs_name_what_the_package_depends_on() -> None:
