@@ -22,6 +22,7 @@ compiling fails (no C++ compiler, an unsupported platform), a warning is logged 
 acts eagerly; the actions are the same either way, up to the order of floating-point operations.
 """
 
+import functools
 import logging
 import time
 import types
@@ -75,7 +76,8 @@ def restore_random_state(generator: th.Generator | None, device: th.device, stat
         th.random.set_rng_state(state)
 
 
-ActingFunction = Callable[..., tuple[th.Tensor, th.Tensor | None, th.Tensor | None]]
+ActingResult = tuple[th.Tensor, th.Tensor | None, th.Tensor | None]
+ActingFunction = Callable[..., ActingResult]
 
 
 def compile_sample_and_score(device_type: str) -> ActingFunction:
@@ -146,9 +148,6 @@ def make_plan(
         n_critics,
         critic_activation,
     )
-
-
-ActingResult = tuple[th.Tensor, th.Tensor | None, th.Tensor | None]
 
 
 class CompiledActing:
@@ -254,20 +253,43 @@ class CompiledActing:
         chain_flat, chain_shapes = plan.chain.get()
         n_draws = plan.coefficients.shape[0]
         chain_inputs = (actor_features, n_per_state, chain_flat, chain_shapes, plan.coefficients, plan.clip_x0, plan.clip_xt)
+        static = (*chain_inputs, plan.actor_activation, scoring)  # the arguments after the draws
         if use_packages:
-            return self._call_package(key, count, n_rows, n_draws, actor.action_dim, chain_inputs, plan, scoring, generator)
+            runner = self._packages.get(key)
+            if runner is None:
+                runner = self._find_package(key, count, n_rows, n_draws, actor.action_dim, static)
+            if runner is None:
+                return None
+            call = functools.partial(self._run_package, runner, key, n_rows)
+            return self._with_draws(call, n_rows, n_draws, actor.action_dim, static, generator, may_fail=True)
         compiling = key not in self.compiled_keys
         if device.type not in self._functions:
             self._functions[device.type] = compile_sample_and_score(device.type)
         function = self._functions[device.type]
-        rng_state = random_state(generator, device) if compiling else None
-        draws = chain_draws(draw_chain_noise((n_rows, actor.action_dim), n_draws, generator, device, dtype))
-        arguments = (*draws, *chain_inputs, plan.actor_activation, scoring)
-        if not compiling:
-            return function(*arguments)
-        result = self._compile_and_call(n_rows, key, function, arguments)
-        if result is None:  # the eager path draws the same numbers again
-            restore_random_state(generator, device, rng_state)
+        call = functools.partial(self._compile_and_call, n_rows, key, function) if compiling else function
+        return self._with_draws(call, n_rows, n_draws, actor.action_dim, static, generator, may_fail=compiling)
+
+    @staticmethod
+    def _with_draws(
+        call: Callable[..., ActingResult | None],
+        n_rows: int,
+        n_draws: int,
+        action_dim: int,
+        static: tuple,
+        generator: th.Generator | None,
+        may_fail: bool,
+    ) -> ActingResult | None:
+        """
+        ``call(x_T, noise, *static)`` with the chain's draws taken as the eager path takes them; where
+        the call ``may_fail`` and returns None, the draws are given back, so the eager path draws the
+        same numbers again.
+        """
+        features = static[0]
+        rng_state = random_state(generator, features.device) if may_fail else None
+        draws = chain_draws(draw_chain_noise((n_rows, action_dim), n_draws, generator, features.device, features.dtype))
+        result = call(*draws, *static)
+        if result is None:
+            restore_random_state(generator, features.device, rng_state)
         return result
 
     def _package_due(self, key: tuple, count: int) -> bool:
@@ -284,61 +306,37 @@ class CompiledActing:
         """Calls of a batch size before its package build starts: a tenth of ``compile_after``."""
         return 0 if self.compile_after is None else self.compile_after // 10
 
-    def _call_package(
-        self,
-        key: tuple,
-        count: int,
-        n_rows: int,
-        n_draws: int,
-        action_dim: int,
-        chain_inputs: tuple,
-        plan: ActingPlan,
-        scoring: Scoring | None,
-        generator: th.Generator | None,
+    def _run_package(
+        self, runner: acting_packages.PackageRunner, key: tuple, n_rows: int, *arguments: Any
     ) -> ActingResult | None:
-        """One call through this batch size's package, once it is loaded; until then None (eager)."""
-        actor_features = chain_inputs[0]
-        device, dtype = actor_features.device, actor_features.dtype
-        runner = self._packages.get(key)
-        if runner is None:
-            if key not in self._package_specs:
-                # Zeros for the draws: the spec needs only their shapes, and the callers' random streams stay untouched.
-                example = chain_draws([th.zeros((n_rows, action_dim), device=device, dtype=dtype)] * n_draws)
-                spec = acting_packages.ActingSpec.from_arguments((*example, *chain_inputs, plan.actor_activation, scoring))
-                try:
-                    self._package_specs[key] = None if spec is None else (spec, acting_packages.package_path(spec))
-                except OSError as error:  # no usable cache folder (inductor's is made here)
-                    self._fail(key, n_rows, f"its package folder cannot be used ({error!r})")
-                    return None
-            runner = self._find_package(key, count, n_rows)
-            if runner is None:
-                return None
-        rng_state = random_state(generator, device)
-        draws = chain_draws(draw_chain_noise((n_rows, action_dim), n_draws, generator, device, dtype))
+        """One call through a loaded package; None (eager from now on) if it fails after all."""
         try:
-            outputs = runner(*acting_packages.package_inputs((*draws, *chain_inputs, plan.actor_activation, scoring)))
-        except Exception as error:  # a package that does not fit after all: eager from now on, same draws
+            outputs = runner(*acting_packages.package_inputs(arguments))
+        except Exception as error:  # a package that does not fit after all
             self._fail(key, n_rows, f"running its package failed ({error!r})")
-            restore_random_state(generator, device, rng_state)
             return None
         return (outputs[0], None, None) if len(outputs) == 1 else (outputs[0], outputs[1], outputs[2])
 
-    def _find_package(self, key: tuple, count: int, n_rows: int) -> acting_packages.PackageRunner | None:
+    def _find_package(
+        self, key: tuple, count: int, n_rows: int, n_draws: int, action_dim: int, static: tuple
+    ) -> acting_packages.PackageRunner | None:
         """
         This batch size's package, loaded if this call switches to it; None while it acts eagerly.
         The build starts after :attr:`build_after` calls unless the package is on disk already; the
         switch comes after ``compile_after`` calls, waiting for the build if it is still running
         (so that the call that switches is the same in every run), or, with ``when_ready``, at the
-        first call that finds the package ready.
+        first call that finds the package ready. ``static``: the arguments after the chain's draws.
         """
+        if key not in self._package_specs:
+            self._package_specs[key] = self._package_spec(key, n_rows, n_draws, action_dim, static)
         found = self._package_specs[key]
         if found is None:
-            self._fail(key, n_rows, "its activation has no compiled form")
             return None
         spec, path = found
         # The call that switches at a fixed count (waiting for what it needs); with when_ready, none.
         switching = not self.when_ready and self.compile_after is not None and count > self.compile_after
-        if not path.exists() and count > self.build_after:
+        on_disk = path.exists()
+        if not on_disk and count > self.build_after:
             build = self._builds.get(key)
             if build is None:
                 try:
@@ -355,10 +353,12 @@ class CompiledActing:
                     self._fail(key, n_rows, f"its build took over {acting_packages.BUILD_TIMEOUT_S} s and was stopped")
                     return None
                 logger.info("Acting for %d rows waited %.1f s for its package", n_rows, time.perf_counter() - start)
-            if build.finished() and build.error() is not None:
-                self._fail(key, n_rows, f"its build failed ({build.error()})")
-                return None
-        on_disk = path.exists()
+            if build.finished():
+                failure = build.error()
+                if failure is not None:
+                    self._fail(key, n_rows, f"its build failed ({failure})")
+                    return None
+                on_disk = True  # built: error() found the file
         if on_disk:
             acting_packages.start_cpu_probe()  # for the load to come
         if not (switching or self.when_ready):
@@ -378,11 +378,28 @@ class CompiledActing:
         logger.info("Acting for %d rows runs compiled (package %s)", n_rows, path)
         return runner
 
+    def _package_spec(
+        self, key: tuple, n_rows: int, n_draws: int, action_dim: int, static: tuple
+    ) -> tuple[acting_packages.ActingSpec, Path] | None:
+        """This batch size's spec and package path (worked out once); None, with a warning, where there can be none."""
+        features = static[0]
+        # Zeros for the draws: the spec needs only their shapes, and the callers' random streams stay untouched.
+        example = chain_draws([th.zeros((n_rows, action_dim), device=features.device, dtype=features.dtype)] * n_draws)
+        spec = acting_packages.ActingSpec.from_arguments((*example, *static))
+        if spec is None:
+            self._fail(key, n_rows, "its activation has no compiled form")
+            return None
+        try:
+            return spec, acting_packages.package_path(spec)
+        except OSError as error:  # no usable cache folder (inductor's is made here)
+            self._fail(key, n_rows, f"its package folder cannot be used ({error!r})")
+            return None
+
     def _fail(self, key: tuple, n_rows: int, why: str) -> None:
         self.failed_keys.add(key)
         logger.warning("Compiling the acting path for %d rows: %s; acting stays eager", n_rows, why)
 
-    def _compile_and_call(self, n_rows: int, key: tuple, function: ActingFunction, arguments: tuple) -> ActingResult | None:
+    def _compile_and_call(self, n_rows: int, key: tuple, function: ActingFunction, *arguments: Any) -> ActingResult | None:
         """
         The first call of a batch size compiles it, with torch's warnings silenced. If that fails, the
         batch size acts eagerly from then on and a warning is logged.
